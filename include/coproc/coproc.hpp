@@ -1,0 +1,8 @@
+// coproc: Python's multiprocessing.Process for C++20 and Boost.Asio. The umbrella header.
+#pragma once
+
+#include <coproc/bytes.hpp>
+#include <coproc/error.hpp>
+#include <coproc/process.hpp>
+#include <coproc/start_method.hpp>
+#include <coproc/version.hpp>

@@ -1,0 +1,169 @@
+// The fork start method: Python's popen_fork, with a pidfd for a sentinel.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <stdexcept>
+#include <system_error>
+
+#include <coproc/process.hpp>
+
+#include "runtime.hpp"
+
+namespace coproc::detail {
+namespace {
+
+struct child_setup {
+  pid_t parent_pid;
+  std::string parent_name;
+  bool pidfd;
+  int exit_w;   // pipe fallback: held open by the child until it ends
+  int alive_r;  // pipe fallback: EOF when the parent is gone
+};
+
+void make_pipe(owned_fd& read_end, owned_fd& write_end) {
+  int fds[2] = {-1, -1};
+  read_end = owned_fd::create([&] {
+    if (::pipe2(fds, O_CLOEXEC) == -1) return -1;
+    fds::record(fds[1]);  // recorded under the same guard as the read end
+    return fds[0];
+  });
+  if (!read_end) throw_errno("pipe2");
+  write_end = owned_fd::adopt_recorded(fds[1]);
+}
+
+// A sentinel that is ready at once: the parent ended before the child could watch it.
+owned_fd gone_sentinel() {
+  owned_fd r, w;
+  make_pipe(r, w);
+  return r;
+}
+
+void flush_std_streams() noexcept {
+  // What is buffered now would otherwise be written twice: once by the parent, once by the
+  // child. Only the standard streams are flushed, as in Python, and the child flushes only
+  // those too, so another FILE's pending data is never duplicated either.
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+}
+
+void stdin_to_devnull() noexcept {
+  const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (fd == STDIN_FILENO) {
+    ::fcntl(fd, F_SETFD, 0);
+  } else {
+    ::dup2(fd, STDIN_FILENO);
+    ::close(fd);
+  }
+}
+
+[[noreturn]] void child_main(process& self, const child_setup& s) noexcept {
+  int code = 1;
+  try {
+    reset_io_thread_in_child();
+    // Other children's sentinels and pipe ends are coproc's, not the target's.
+    fds::close_recorded_in_child({s.exit_w, s.alive_r});
+    stdin_to_devnull();
+
+    auto watch = std::make_shared<child_state>(child_state::role::parent, false);
+    if (s.pidfd) {
+      owned_fd fd = owned_fd::create([&] { return sys_pidfd_open(s.parent_pid); });
+      if (!fd && errno != ESRCH) throw_errno("pidfd_open(parent)");
+      // The pidfd names our parent only if the parent still exists after it was opened.
+      if (!fd || ::getppid() != s.parent_pid) fd = gone_sentinel();
+      watch->attach(s.parent_pid, std::move(fd), sentinel_kind::pidfd);
+    } else {
+      watch->attach(s.parent_pid, owned_fd::adopt_recorded(s.alive_r), sentinel_kind::pipe);
+    }
+    process* parent = process_access::make_parent(s.parent_name, s.parent_pid, std::move(watch));
+    reset_runtime_in_child(self, parent);
+    code = run_target(self);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coproc: child set-up failed: %s\n", e.what());
+  } catch (...) {
+  }
+  finish_child(code);
+}
+
+}  // namespace
+
+std::shared_ptr<child_state> fork_start(process& self) {
+  auto st = std::make_shared<child_state>(child_state::role::child, process_access::daemon(self));
+  const bool pidfd = use_pidfd();
+  owned_fd exit_r, exit_w, alive_r, alive_w;
+  if (!pidfd) {
+    make_pipe(exit_r, exit_w);
+    make_pipe(alive_r, alive_w);
+  }
+  child_setup setup{::getpid(), rt().current->name(), pidfd, exit_w.get(), alive_r.get()};
+  flush_std_streams();
+
+  pid_t pid;
+  {
+    exclusive_fork_lock lock;
+    pid = ::fork();
+    if (pid == 0) {
+      lock.reset_in_child();
+      child_main(self, setup);
+    }
+  }
+  if (pid < 0) throw_errno("fork");
+
+  try {
+    if (pidfd) {
+      owned_fd fd = owned_fd::create([&] { return sys_pidfd_open(pid); });
+      if (!fd) throw_errno("pidfd_open");
+      st->attach(pid, std::move(fd), sentinel_kind::pidfd);
+    } else {
+      exit_w.reset();
+      alive_r.reset();
+      st->attach(pid, std::move(exit_r), sentinel_kind::pipe, std::move(alive_w));
+    }
+    rt().children.add(st, &self);
+  } catch (...) {
+    // A failed start leaves no child behind: it is still ours and unreaped, so the pid is
+    // safe to signal and wait for.
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    retry_eintr([&] { return ::waitpid(pid, &status, 0); });
+    throw;
+  }
+  return st;
+}
+
+}  // namespace coproc::detail
+
+namespace coproc {
+
+void process::start() {
+  check_closed();
+  if (state_) throw std::logic_error("cannot start a process twice");
+  if (creator_pid_ != ::getpid())
+    throw std::logic_error("can only start a process object created by current process");
+  if (detail::process_access::daemon(current_process()))
+    throw std::logic_error("daemonic processes are not allowed to have children");
+  const auto method = method_.value_or(get_start_method());
+  if (method != start_method::fork)
+    throw std::system_error(ENOSYS, std::generic_category(),
+                            "start method '" + std::string(to_string(method)) +
+                                "' is not available in this version of coproc");
+  // Python reaps finished children here (_cleanup). Only detached children need it: the
+  // others are reaped by their objects, and looking at all of them would make every start
+  // cost O(children).
+  detail::rt().children.sweep_detached();
+  detail::ensure_exit_policy();
+  state_ = detail::fork_start(*this);
+  target_.reset();  // the parent keeps no reference to the target (bpo-30775)
+}
+
+}  // namespace coproc

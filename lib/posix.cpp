@@ -1,0 +1,198 @@
+#include "posix.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+
+#include "coproc_config.h"
+
+namespace coproc::detail {
+
+void throw_errno(int err, const char* what) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+int sys_pidfd_open(pid_t pid) noexcept {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0u));
+}
+
+int sys_pidfd_send_signal(int pidfd, int sig) noexcept {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0u));
+}
+
+int sys_waitid(idtype_t type, id_t id, siginfo_t* info, int options,
+               struct rusage* usage) noexcept {
+  return static_cast<int>(::syscall(SYS_waitid, type, id, info, options, usage));
+}
+
+bool wait_readable(int fd, std::optional<std::chrono::steady_clock::time_point> deadline) {
+  using namespace std::chrono;
+  for (;;) {
+    timespec ts{};
+    timespec* tsp = nullptr;
+    if (deadline) {
+      const auto left = duration_cast<nanoseconds>(*deadline - steady_clock::now());
+      const auto ns = left.count() > 0 ? left.count() : 0;
+      ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+      ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+      tsp = &ts;
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::ppoll(&p, 1, tsp, nullptr);
+    if (r > 0) {
+      if (p.revents & POLLNVAL) throw_errno(EBADF, "poll on sentinel");
+      return true;
+    }
+    if (r == 0) return false;
+    if (errno != EINTR) throw_errno("poll on sentinel");
+    // A signal handler ran: go round with the time that is left (PEP 475's rule).
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fork guard is a writer-preferring rwlock, so a steady stream of descriptor creations in
+// other threads cannot starve start().
+
+namespace {
+pthread_rwlock_t fork_rwlock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+}  // namespace
+
+shared_fork_lock::shared_fork_lock() noexcept { ::pthread_rwlock_rdlock(&fork_rwlock); }
+shared_fork_lock::~shared_fork_lock() { ::pthread_rwlock_unlock(&fork_rwlock); }
+
+exclusive_fork_lock::exclusive_fork_lock() noexcept { ::pthread_rwlock_wrlock(&fork_rwlock); }
+exclusive_fork_lock::~exclusive_fork_lock() {
+  if (held_) ::pthread_rwlock_unlock(&fork_rwlock);
+}
+void exclusive_fork_lock::reset_in_child() noexcept {
+  // glibc records the writer's thread id; the child's thread has a new one, so unlocking
+  // would take the reader path and corrupt the lock.
+  fork_rwlock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+  held_ = false;
+}
+
+// ---------------------------------------------------------------------------------------
+// The record of coproc's descriptors: a two-level bitmap of atomics. A forked child reads it
+// without locks or allocation; pages are allocated on first use and never freed, so a reader
+// never sees a dangling page.
+
+namespace fds {
+namespace {
+constexpr std::size_t bits_per_page = 4096;
+constexpr std::size_t words_per_page = bits_per_page / 64;
+constexpr std::size_t page_count = 256;  // 1,048,576 descriptors: Linux's default nr_open
+
+struct page {
+  std::array<std::atomic<std::uint64_t>, words_per_page> words{};
+};
+std::array<std::atomic<page*>, page_count> pages{};
+std::atomic<std::size_t> count{0};
+
+page* page_for(int fd, bool create) noexcept {
+  const auto index = static_cast<std::size_t>(fd) / bits_per_page;
+  if (index >= page_count) return nullptr;
+  page* p = pages[index].load(std::memory_order_acquire);
+  if (p || !create) return p;
+  auto* fresh = new (std::nothrow) page;
+  if (!fresh) return nullptr;
+  if (pages[index].compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
+  delete fresh;
+  return p;
+}
+}  // namespace
+
+void record(int fd) noexcept {
+  if (fd < 0) return;
+  // A descriptor beyond the bitmap (above nr_open's default) is simply not closed in
+  // children: the cost of being wrong is one leaked descriptor, never a wrong close.
+  if (page* p = page_for(fd, true)) {
+    const auto bit = static_cast<std::size_t>(fd) % bits_per_page;
+    const auto mask = std::uint64_t{1} << (bit % 64);
+    if (!(p->words[bit / 64].fetch_or(mask, std::memory_order_relaxed) & mask)) ++count;
+  }
+}
+
+void forget(int fd) noexcept {
+  if (fd < 0) return;
+  if (page* p = page_for(fd, false)) {
+    const auto bit = static_cast<std::size_t>(fd) % bits_per_page;
+    const auto mask = std::uint64_t{1} << (bit % 64);
+    if (p->words[bit / 64].fetch_and(~mask, std::memory_order_relaxed) & mask) --count;
+  }
+}
+
+std::size_t recorded_count() noexcept { return count.load(); }
+
+namespace {
+void close_span(unsigned lo, unsigned hi) noexcept {
+#if COPROC_HAVE_CLOSE_RANGE
+  if (::close_range(lo, hi, 0) == 0) return;
+#endif
+  for (unsigned fd = lo; fd <= hi; ++fd) ::close(static_cast<int>(fd));
+}
+
+bool kept(unsigned fd, std::initializer_list<int> keep) noexcept {
+  for (int k : keep)
+    if (k >= 0 && static_cast<unsigned>(k) == fd) return true;
+  return false;
+}
+}  // namespace
+
+void close_recorded_in_child(std::initializer_list<int> keep) noexcept {
+  // Consecutive recorded descriptors are closed with one close_range: coproc's descriptors
+  // are usually allocated in runs, so a child with thousands of siblings makes few calls.
+  long run_start = -1;
+  unsigned run_end = 0;
+  auto flush = [&] {
+    if (run_start >= 0) close_span(static_cast<unsigned>(run_start), run_end);
+    run_start = -1;
+  };
+  for (std::size_t pi = 0; pi < page_count; ++pi) {
+    page* p = pages[pi].load(std::memory_order_acquire);
+    if (!p) {
+      flush();
+      continue;
+    }
+    for (std::size_t w = 0; w < words_per_page; ++w) {
+      std::uint64_t word = p->words[w].load(std::memory_order_relaxed);
+      if (!word) {
+        flush();
+        continue;
+      }
+      for (unsigned b = 0; b < 64; ++b) {
+        const auto fd = static_cast<unsigned>(pi * bits_per_page + w * 64 + b);
+        const bool closing = ((word >> b) & 1u) && !kept(fd, keep);
+        if (closing) {
+          if (run_start < 0) run_start = fd;
+          run_end = fd;
+        } else {
+          flush();
+        }
+      }
+      p->words[w].store(0, std::memory_order_relaxed);
+    }
+  }
+  flush();
+  count = 0;
+  for (int k : keep) record(k);
+}
+}  // namespace fds
+
+void owned_fd::reset() noexcept {
+  if (fd_ >= 0) close_recorded(std::exchange(fd_, -1));
+}
+
+void close_recorded(int fd) noexcept {
+  if (fd < 0) return;
+  shared_fork_lock guard;
+  fds::forget(fd);
+  ::close(fd);
+}
+
+}  // namespace coproc::detail

@@ -1,0 +1,274 @@
+// The process object: Python's BaseProcess, rule by rule (see docs/python-compat.md).
+#include <coproc/process.hpp>
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <stdexcept>
+
+#include "runtime.hpp"
+
+namespace coproc {
+
+namespace {
+[[noreturn]] void misuse(const char* what) { throw std::logic_error(what); }
+
+std::optional<std::chrono::steady_clock::time_point> deadline_after(std::chrono::nanoseconds ns) {
+  using clock = std::chrono::steady_clock;
+  if (ns == std::chrono::nanoseconds::max()) return std::nullopt;
+  const auto now = clock::now();
+  if (ns > clock::time_point::max() - now) return std::nullopt;
+  return now + std::chrono::duration_cast<clock::duration>(ns);
+}
+}  // namespace
+
+process::process() : process(process_options{}) {}
+
+process::process(process_options opts) {
+  // Python copies the creator's config at construction: the name's identity, the daemon
+  // flag and the authkey are the current process's as of now.
+  auto& r = detail::rt();
+  const process& cur = *r.current;
+  const int n = ++r.counter;
+  identity_ = cur.identity_.empty() ? std::to_string(n) : cur.identity_ + ":" + std::to_string(n);
+  name_ = opts.name.empty() ? "Process-" + identity_ : std::move(opts.name);
+  daemon_ = opts.daemon.value_or(cur.daemon_);
+  authkey_ = cur.authkey_;
+  method_ = opts.method;
+  creator_pid_ = ::getpid();
+}
+
+process::process(main_tag)
+    : name_("MainProcess"), authkey_(detail::random_authkey()), role_(role::main) {}
+
+process::process(parent_tag, std::string name, pid_t, std::shared_ptr<detail::child_state> st)
+    : state_(std::move(st)), name_(std::move(name)), role_(role::parent) {}
+
+process::process(process&& o) noexcept
+    : state_(std::move(o.state_)),
+      target_(std::move(o.target_)),
+      name_(std::move(o.name_)),
+      identity_(std::move(o.identity_)),
+      authkey_(std::move(o.authkey_)),
+      method_(o.method_),
+      creator_pid_(o.creator_pid_),
+      daemon_(o.daemon_),
+      closed_(o.closed_),
+      role_(o.role_) {
+  if (state_ && role_ == role::ordinary && creator_pid_ == ::getpid())
+    detail::rt().children.set_owner(*state_, this);
+}
+
+process& process::operator=(process&& o) noexcept {
+  if (this == &o) return *this;
+  release();
+  state_ = std::move(o.state_);
+  target_ = std::move(o.target_);
+  name_ = std::move(o.name_);
+  identity_ = std::move(o.identity_);
+  authkey_ = std::move(o.authkey_);
+  method_ = o.method_;
+  creator_pid_ = o.creator_pid_;
+  daemon_ = o.daemon_;
+  closed_ = o.closed_;
+  role_ = o.role_;
+  if (state_ && role_ == role::ordinary && creator_pid_ == ::getpid())
+    detail::rt().children.set_owner(*state_, this);
+  return *this;
+}
+
+process::~process() { release(); }
+
+void process::release() noexcept {
+  if (!state_) return;
+  if (role_ != role::ordinary || creator_pid_ != ::getpid()) {
+    // A copy inherited through fork: its descriptors were closed in this child and their
+    // numbers may be reused, so the state must never run its destructor here.
+    new (std::nothrow) std::shared_ptr<detail::child_state>(std::move(state_));
+    state_.reset();
+    return;
+  }
+  state_->abort_waiters();
+  detail::rt().children.detach(*state_);
+  state_.reset();
+}
+
+void process::run() {
+  if (target_) target_->call();
+}
+
+bool process::is_current() const { return this == detail::rt().current; }
+
+void process::check_closed() const {
+  if (closed_) misuse("process object is closed");
+}
+
+int process::join() {
+  check_closed();
+  if (role_ == role::parent) {
+    state_->wait(std::nullopt);
+    return state_->exitcode();
+  }
+  if (creator_pid_ != ::getpid()) misuse("can only join a child process");
+  if (!state_) misuse("can only join a started process");
+  state_->wait(std::nullopt);
+  detail::rt().children.remove(*state_);
+  return state_->exitcode();
+}
+
+std::optional<int> process::join_for(std::chrono::nanoseconds timeout) {
+  check_closed();
+  if (role_ == role::parent) {
+    state_->wait(deadline_after(timeout));
+    return std::nullopt;  // Python's _ParentProcess.join returns None either way
+  }
+  if (creator_pid_ != ::getpid()) misuse("can only join a child process");
+  if (!state_) misuse("can only join a started process");
+  if (!state_->wait(deadline_after(timeout))) return std::nullopt;
+  detail::rt().children.remove(*state_);
+  return state_->exitcode();
+}
+
+bool process::is_alive() {
+  check_closed();
+  if (is_current()) return true;
+  if (role_ == role::parent) return !state_->try_reap();
+  if (creator_pid_ != ::getpid()) misuse("can only test a child process");
+  if (!state_) return false;
+  if (!state_->try_reap()) return true;
+  detail::rt().children.remove(*state_);
+  return false;
+}
+
+std::string process::name() const { return name_; }
+void process::name(std::string new_name) { name_ = std::move(new_name); }
+
+bool process::daemon() const { return daemon_; }
+void process::daemon(bool flag) {
+  if (state_ && role_ == role::ordinary) misuse("process has already started");
+  daemon_ = flag;
+}
+
+std::optional<pid_t> process::pid() const {
+  check_closed();
+  if (is_current()) return ::getpid();
+  if (!state_) return std::nullopt;
+  return state_->pid();
+}
+
+std::optional<int> process::exitcode() {
+  check_closed();
+  // The main process, the current process in a child, a parent watch and copies inherited
+  // from our own parent have no exit code to report here (Python: None).
+  if (!state_ || role_ != role::ordinary || creator_pid_ != ::getpid()) return std::nullopt;
+  if (!state_->try_reap()) return std::nullopt;
+  return state_->exitcode();
+}
+
+std::optional<exit_status> process::status() {
+  check_closed();
+  if (!state_ || role_ != role::ordinary || creator_pid_ != ::getpid()) return std::nullopt;
+  if (!state_->try_reap()) return std::nullopt;
+  return state_->status();
+}
+
+std::span<const std::byte> process::authkey() const { return authkey_; }
+void process::authkey(std::span<const std::byte> key) { authkey_.assign(key.begin(), key.end()); }
+
+int process::sentinel() const {
+  check_closed();
+  if (!state_) misuse("process not started");
+  return state_->sentinel();
+}
+
+void process::check_signal_target() const {
+  check_closed();
+  if (!state_ || role_ != role::ordinary) misuse("process not started");
+  if (creator_pid_ != ::getpid()) misuse("can only signal a child process");
+}
+
+void process::terminate() {
+  check_signal_target();
+  state_->send_signal(SIGTERM);
+}
+
+void process::kill() {
+  check_signal_target();
+  state_->send_signal(SIGKILL);
+}
+
+void process::close() {
+  if (closed_ || role_ == role::main) return;  // idempotent; MainProcess.close() is a no-op
+  if (state_ && role_ == role::ordinary) {
+    if (creator_pid_ == ::getpid()) {
+      if (!state_->try_reap())
+        misuse(
+            "Cannot close a process while it is still running. You should first call join() "
+            "or terminate().");
+      detail::rt().children.remove(*state_);
+    }
+    release();
+  }
+  closed_ = true;
+}
+
+std::shared_ptr<detail::child_state> process::prepare_async_join(bool) {
+  check_closed();
+  if (role_ == role::parent) return state_;
+  if (creator_pid_ != ::getpid()) misuse("can only join a child process");
+  if (!state_) misuse("can only join a started process");
+  return state_;
+}
+
+std::string process::repr() {
+  std::string cls = role_ == role::main     ? "_MainProcess"
+                    : role_ == role::parent ? "_ParentProcess"
+                                            : "Process";
+  std::string out = "<" + cls + " name='" + name_ + "'";
+  std::optional<int> code;
+  std::string state;
+  if (is_current()) {
+    state = "started";
+  } else if (closed_) {
+    state = "closed";
+  } else if (role_ != role::ordinary || creator_pid_ != ::getpid()) {
+    state = "unknown";
+  } else if (!state_) {
+    state = "initial";
+  } else {
+    out += " pid=" + std::to_string(state_->pid());
+    if (state_->try_reap()) {
+      state = "stopped";
+      if (!state_->lost_errno()) code = state_->exitcode();
+    } else {
+      state = "started";
+    }
+  }
+  if (role_ == role::main || role_ == role::parent)
+    out += " parent=None";
+  else if (is_current())
+    out += " parent=" + std::to_string(::getppid());
+  else
+    out += " parent=" + std::to_string(creator_pid_);
+  out += " " + state;
+  if (code) {
+    const char* abbrev = *code < 0 ? ::sigabbrev_np(-*code) : nullptr;
+    out += " exitcode=" + (abbrev ? std::string("-SIG") + abbrev : std::to_string(*code));
+  }
+  if (daemon_) out += " daemon";
+  return out + ">";
+}
+
+process& current_process() { return *detail::rt().current; }
+
+process* parent_process() { return detail::rt().parent; }
+
+std::vector<process*> active_children() { return detail::rt().children.active(); }
+
+int cpu_count() {
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+}  // namespace coproc

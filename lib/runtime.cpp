@@ -1,0 +1,283 @@
+#include "runtime.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <typeinfo>
+
+namespace coproc::detail {
+
+// ---------------------------------------------------------------------------------------
+// The registry. Lock order: the registry's mutex may be held while a child_state's mutex is
+// taken (try_reap), never the reverse.
+
+void child_registry::add(const std::shared_ptr<child_state>& st, process* owner) {
+  std::lock_guard lock(mutex_);
+  children_.push_back(st);
+  st->position = std::prev(children_.end());
+  st->listed = true;
+  st->owner = owner;
+}
+
+void child_registry::remove(child_state& st) {
+  std::lock_guard lock(mutex_);
+  if (!st.listed) return;
+  if (!st.owner) --detached_;
+  st.listed = false;
+  st.owner = nullptr;
+  children_.erase(st.position);  // may drop the last reference of a detached child
+}
+
+void child_registry::set_owner(child_state& st, process* owner) {
+  std::lock_guard lock(mutex_);
+  if (st.listed) st.owner = owner;
+}
+
+void child_registry::detach(child_state& st) {
+  std::lock_guard lock(mutex_);
+  if (!st.listed) return;
+  if (st.ended()) {
+    st.listed = false;
+    st.owner = nullptr;
+    children_.erase(st.position);
+    return;
+  }
+  if (st.owner) ++detached_;
+  st.owner = nullptr;
+}
+
+void child_registry::sweep_detached() {
+  std::lock_guard lock(mutex_);
+  if (detached_ == 0) return;
+  for (auto it = children_.begin(); it != children_.end();) {
+    auto& st = **it;
+    if (!st.owner && st.try_reap()) {
+      st.listed = false;
+      --detached_;
+      it = children_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::vector<process*> child_registry::active() {
+  std::lock_guard lock(mutex_);
+  // One poll over all sentinels finds the ended children; only those pay for a waitid.
+  std::vector<pollfd> fds;
+  fds.reserve(children_.size());
+  for (auto& st : children_) fds.push_back({st->sentinel(), POLLIN, 0});
+  if (!fds.empty() && retry_eintr([&] { return ::poll(fds.data(), fds.size(), 0); }) == -1)
+    throw_errno("poll");
+  std::vector<process*> alive;
+  std::size_t i = 0;
+  for (auto it = children_.begin(); it != children_.end(); ++i) {
+    auto& st = **it;
+    if ((fds[i].revents || st.ended()) && st.try_reap()) {
+      if (!st.owner) --detached_;
+      st.listed = false;
+      st.owner = nullptr;
+      it = children_.erase(it);
+      continue;
+    }
+    if (st.owner) alive.push_back(st.owner);
+    ++it;
+  }
+  return alive;
+}
+
+std::vector<std::shared_ptr<child_state>> child_registry::snapshot() {
+  std::lock_guard lock(mutex_);
+  return {children_.begin(), children_.end()};
+}
+
+void child_registry::clear() {
+  std::lock_guard lock(mutex_);
+  for (auto& st : children_) {
+    st->listed = false;
+    st->owner = nullptr;
+  }
+  children_.clear();
+  detached_ = 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Module state. It is never destroyed: children may be reaped by the at-exit policy after
+// static destructors of other translation units have started to run.
+
+namespace {
+std::atomic<runtime*> the_runtime{nullptr};
+std::atomic<bool> exit_policy_registered{false};
+std::atomic<int> pidfd_mode{-1};  // -1 unknown, 0 pipe, 1 pidfd
+std::atomic<bool> pipe_forced{false};
+constexpr auto daemon_grace = std::chrono::seconds(1);
+
+void exit_policy_at_exit() { run_exit_policy(); }
+}  // namespace
+
+runtime& rt() {
+  runtime* r = the_runtime.load(std::memory_order_acquire);
+  if (r) return *r;
+  auto* fresh = new runtime;
+  if (the_runtime.compare_exchange_strong(r, fresh)) {
+    fresh->current = process_access::make_main();
+    return *fresh;
+  }
+  delete fresh;
+  return *r;
+}
+
+void reset_runtime_in_child(process& self, process* parent) {
+  // The old state may be locked by a thread that does not exist here: leave it untouched.
+  auto* fresh = new runtime;
+  fresh->current = &self;
+  fresh->parent = parent;
+  fresh->in_child = true;
+  fresh->bootstrap_thread = std::this_thread::get_id();
+  the_runtime.store(fresh, std::memory_order_release);
+}
+
+int next_process_number() { return ++rt().counter; }
+
+std::vector<std::byte> random_authkey() {
+  std::vector<std::byte> key(32);
+  std::size_t done = 0;
+  while (done < key.size()) {
+    const auto n = ::getrandom(key.data() + done, key.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("getrandom");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return key;
+}
+
+void ensure_exit_policy() {
+  bool expected = false;
+  if (exit_policy_registered.compare_exchange_strong(expected, true))
+    std::atexit(exit_policy_at_exit);
+}
+
+void run_exit_policy() noexcept {
+  using namespace std::chrono;
+  runtime* r = the_runtime.load(std::memory_order_acquire);
+  if (!r) return;
+  try {
+    auto children = r->children.snapshot();
+    // Daemonic children first, bounded: SIGTERM, a grace period, then SIGKILL (Python
+    // would wait forever for a daemon that ignores SIGTERM).
+    std::vector<std::shared_ptr<child_state>> daemons;
+    for (auto& st : children)
+      if (st->daemon() && !st->try_reap()) daemons.push_back(st);
+    for (auto& st : daemons) st->send_signal(SIGTERM);
+    const auto deadline = steady_clock::now() + daemon_grace;
+    for (auto& st : daemons) st->wait(deadline);
+    for (auto& st : daemons) {
+      if (!st->ended()) {
+        st->send_signal(SIGKILL);
+        st->wait(std::nullopt);
+      }
+    }
+    // Then every other child is joined, including those whose objects were destroyed.
+    for (auto& st : children)
+      if (!st->daemon()) st->wait(std::nullopt);
+    r->children.clear();
+  } catch (...) {
+    // At exit there is nobody to report to; a child we could not wait for stays a zombie
+    // until init reaps it.
+  }
+}
+
+bool use_pidfd() {
+  if (pipe_forced.load()) return false;
+  int mode = pidfd_mode.load();
+  if (mode < 0) {
+    // Probe on ourselves: ENOSYS (old kernel, qemu-user) and EPERM (seccomp profiles of
+    // older container runtimes) mean "use the pipe", for good.
+    const int fd = sys_pidfd_open(::getpid());
+    if (fd >= 0) {
+      ::close(fd);
+      mode = 1;
+    } else if (errno == ENOSYS || errno == EPERM) {
+      mode = 0;
+    } else {
+      throw_errno("pidfd_open");
+    }
+    pidfd_mode = mode;
+  }
+  return mode == 1;
+}
+
+void force_pipe(bool on) { pipe_forced = on; }
+
+// ---------------------------------------------------------------------------------------
+// The child's side.
+
+namespace {
+std::string demangle(const char* name) {
+  int status = 0;
+  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string result = (status == 0 && out) ? out : name;
+  std::free(out);
+  return result;
+}
+
+void report_exception(const std::string& process_name, const std::string& what) noexcept {
+  // One write, so the lines of concurrent children do not interleave.
+  std::string text = "Process " + process_name + ":\n" + what + "\n";
+  std::fflush(stderr);
+  const char* p = text.data();
+  std::size_t left = text.size();
+  while (left) {
+    const auto n = ::write(STDERR_FILENO, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+}  // namespace
+
+int run_target(process& self) noexcept {
+  try {
+    try {
+      self.run();
+      return 0;
+    } catch (const system_exit& e) {
+      return e.code;
+    } catch (const std::exception& e) {
+      report_exception(self.name(), demangle(typeid(e).name()) + ": " + e.what());
+      return 1;
+    } catch (...) {
+      const std::type_info* t = abi::__cxa_current_exception_type();
+      report_exception(self.name(),
+                       t ? demangle(t->name()) + " (not a std::exception)" : "unknown exception");
+      return 1;
+    }
+  } catch (...) {
+    return 1;  // reporting itself failed (bad_alloc): the exit code still says so
+  }
+}
+
+void finish_child(int code) noexcept {
+  run_exit_policy();
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(nullptr);
+  ::_exit(code & 0xFF);
+}
+
+}  // namespace coproc::detail

@@ -1,0 +1,94 @@
+// coproc internals: per-process module state (Python's process.py globals) and the registry
+// of children. A forked child replaces all of it before running its target.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <coproc/process.hpp>
+
+#include "child_state.hpp"
+
+namespace coproc::detail {
+
+// Reaches the private parts of process for the library's own files.
+struct process_access {
+  static std::shared_ptr<child_state>& state(process& p) { return p.state_; }
+  static std::unique_ptr<target_base>& target(process& p) { return p.target_; }
+  static const std::string& identity(const process& p) { return p.identity_; }
+  static const std::vector<std::byte>& authkey(const process& p) { return p.authkey_; }
+  static bool daemon(const process& p) { return p.daemon_; }
+  static process* make_main() { return new process(process::main_tag{}); }
+  static process* make_parent(std::string name, pid_t pid, std::shared_ptr<child_state> st) {
+    return new process(process::parent_tag{}, std::move(name), pid, std::move(st));
+  }
+};
+
+// The started children of this process that have not been seen to end.
+class child_registry {
+ public:
+  void add(const std::shared_ptr<child_state>& st, process* owner);
+  // Drops an ended child from the list (no-op if it is not listed).
+  void remove(child_state& st);
+  void set_owner(child_state& st, process* owner);
+  // The object is going away: an ended child is dropped, a running one stays (detached)
+  // until something reaps it.
+  void detach(child_state& st);
+  // Reaps detached children that have ended (cheap when there are none).
+  void sweep_detached();
+  // Reaps every ended child; returns the owners of those still running.
+  std::vector<process*> active();
+  std::vector<std::shared_ptr<child_state>> snapshot();
+  void clear();
+
+ private:
+  std::mutex mutex_;
+  std::list<std::shared_ptr<child_state>> children_;
+  std::size_t detached_ = 0;
+};
+
+struct runtime {
+  child_registry children;
+  std::atomic<int> counter{0};  // Python's _process_counter
+  process* current = nullptr;   // MainProcess, or the started object in a child
+  process* parent = nullptr;    // parent_process()
+  bool in_child = false;
+  std::thread::id bootstrap_thread;  // the thread that runs the target in a child
+};
+
+// The module state of this process (created on first use; replaced in a forked child).
+runtime& rt();
+// In a freshly forked child: a new module state whose current process is `self`.
+void reset_runtime_in_child(process& self, process* parent);
+
+int next_process_number();
+std::vector<std::byte> random_authkey();
+
+// Registers the at-exit policy once per program (inherited by forked children).
+void ensure_exit_policy();
+// The at-exit policy: daemonic children get SIGTERM, then SIGKILL after a grace period;
+// the others are joined. Runs in the main program at exit and in a child after its target.
+void run_exit_policy() noexcept;
+
+// Start-method plumbing.
+bool use_pidfd();  // probes once whether the kernel gives pidfds
+void force_pipe(bool on);
+
+// The child's side of every start method: runs the target, then the child's clean-up, then
+// _exit with the exit code.
+[[noreturn]] void finish_child(int code) noexcept;
+int run_target(process& self) noexcept;
+
+std::shared_ptr<child_state> fork_start(process& self);
+
+// Forgets coproc's I/O thread in a forked child (the thread does not exist there).
+void reset_io_thread_in_child() noexcept;
+
+}  // namespace coproc::detail
