@@ -25,22 +25,24 @@ struct process_access;
 
 /// Options of a process object. It stays an aggregate, so designated initialisers work:
 /// `coproc::process p({.name = "worker", .daemon = true}, target)`. New members go last.
+/// Every member has a default member initialiser, so leaving members out does not trip
+/// -Wmissing-field-initializers (-Wextra) in users' -Werror builds.
 struct process_options {
   /// Empty: "Process-N1:N2:...:Nk", where Nk is the k-th process object built by its parent.
-  std::string name;
+  std::string name{};
   /// Unset: inherit current_process().daemon().
-  std::optional<bool> daemon;
+  std::optional<bool> daemon{};
   /// Unset: get_start_method() at start().
-  std::optional<start_method> method;
+  std::optional<start_method> method{};
 };
 
 /// What the kernel reported when the child was reaped (beyond Python: exitcode is all it has).
 struct exit_status {
-  int exitcode;                ///< Python's convention: >= 0 exit code, -N for signal N
-  std::optional<int> signal;   ///< the signal that ended the child, if any
-  bool core_dumped;            ///< the child dumped core
-  std::chrono::microseconds user_time, system_time;  ///< CPU time of the child (not its children)
-  std::size_t max_rss_kib;     ///< peak resident set size of the child
+  int exitcode = 0;                ///< Python's convention: >= 0 exit code, -N for signal N
+  std::optional<int> signal{};     ///< the signal that ended the child, if any
+  bool core_dumped = false;        ///< the child dumped core
+  std::chrono::microseconds user_time{}, system_time{};  ///< CPU time of the child itself
+  std::size_t max_rss_kib = 0;     ///< peak resident set size of the child
 };
 
 /// A callable run in a child process, with the API of Python's multiprocessing.Process.

@@ -1,0 +1,361 @@
+// Lifetime and hygiene: descriptors, zombies, detached children, the at-exit policy, stdio.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+using coproc_test::run_scenario;
+using coproc_test::test_pipe;
+using coproc_test::wait_for_release;
+
+namespace {
+
+// The pids that this process's descriptors refer to as pidfds (from /proc/self/fdinfo).
+std::vector<pid_t> pidfd_targets() {
+  std::vector<pid_t> pids;
+  DIR* d = ::opendir("/proc/self/fdinfo");
+  while (dirent* e = d ? ::readdir(d) : nullptr) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(std::string("/proc/self/fdinfo/") + e->d_name);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("Pid:", 0) == 0) pids.push_back(std::stoi(line.substr(4)));
+  }
+  if (d) ::closedir(d);
+  return pids;
+}
+
+// The inodes of the pipes this process holds.
+std::vector<std::string> pipe_links() {
+  std::vector<std::string> out;
+  DIR* d = ::opendir("/proc/self/fd");
+  while (dirent* e = d ? ::readdir(d) : nullptr) {
+    if (e->d_name[0] == '.') continue;
+    char buf[128] = {};
+    const auto path = std::string("/proc/self/fd/") + e->d_name;
+    if (::readlink(path.c_str(), buf, sizeof buf - 1) > 0 && std::string(buf).starts_with("pipe:"))
+      out.push_back(buf);
+  }
+  if (d) ::closedir(d);
+  return out;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(hygiene)
+
+BOOST_AUTO_TEST_CASE(many_cycles_leak_neither_descriptors_nor_zombies) {
+  const int before = coproc_test::fd_count();
+  for (int i = 0; i < 200; ++i) {
+    coproc::process p([i] { coproc::exit(i % 7); });
+    p.start();
+    switch (i % 4) {
+      case 0: BOOST_TEST(p.join() == i % 7); break;
+      case 1: BOOST_TEST(p.join(30s) == i % 7); break;
+      case 2: while (p.is_alive()) std::this_thread::sleep_for(100us); break;
+      default: p.join(); p.close(); break;
+    }
+  }
+  BOOST_TEST(coproc_test::fd_count() == before);
+  BOOST_TEST(!coproc_test::has_zombie_child());
+  BOOST_TEST(coproc::active_children().empty());
+}
+
+BOOST_AUTO_TEST_CASE(destroying_a_running_process_neither_kills_nor_blocks) {
+  test_pipe release, done;
+  const int before = coproc_test::fd_count() - 4;  // the two test pipes
+  pid_t pid;
+  {
+    coproc::process p([&] {
+      wait_for_release(release);
+      done.write("finished normally\n");
+    });
+    p.start();
+    pid = *p.pid();
+    const auto t0 = std::chrono::steady_clock::now();
+    // The destructor runs here, with the child still waiting.
+    (void)t0;
+  }
+  BOOST_TEST(::kill(pid, 0) == 0);  // still running
+  BOOST_TEST(coproc::active_children().empty());  // no object to list
+  release.close_write();
+  BOOST_TEST(done.read_all() == "finished normally\n");
+  // Reaped by active_children() once it has ended; no zombie is left behind.
+  for (int i = 0; i < 3000 && coproc_test::has_zombie_child() == false && ::kill(pid, 0) == 0; ++i) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid)
+      break;
+    std::this_thread::sleep_for(1ms);
+  }
+  coproc::active_children();
+  BOOST_TEST(!coproc_test::has_zombie_child());
+  done.close_read();
+  release.close_read();
+  BOOST_TEST(coproc_test::fd_count() == before);
+}
+
+BOOST_AUTO_TEST_CASE(a_detached_child_is_reaped_by_the_next_start) {
+  test_pipe release;
+  pid_t pid;
+  {
+    coproc::process p([&] { wait_for_release(release); });
+    p.start();
+    pid = *p.pid();
+  }
+  release.close_write();
+  // Wait (without reaping) until it is a zombie.
+  siginfo_t info{};
+  BOOST_REQUIRE(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) == 0);
+  BOOST_TEST(coproc_test::has_zombie_child());
+  coproc::process q([] {});
+  q.start();
+  q.join();
+  BOOST_TEST(!coproc_test::has_zombie_child());
+}
+
+BOOST_AUTO_TEST_CASE(active_children_lists_running_children_only) {
+  test_pipe release;
+  coproc::process p([&] { wait_for_release(release); });
+  BOOST_TEST(coproc::active_children().empty());
+  p.start();
+  auto kids = coproc::active_children();
+  BOOST_TEST(kids.size() == 1u);
+  BOOST_TEST((kids.size() == 1 && kids[0] == &p));
+  coproc::process moved = std::move(p);
+  kids = coproc::active_children();
+  BOOST_TEST((kids.size() == 1 && kids[0] == &moved));
+  release.close_write();
+  moved.join();
+  BOOST_TEST(coproc::active_children().empty());
+}
+
+BOOST_AUTO_TEST_CASE(children_do_not_inherit_each_others_sentinels) {
+  test_pipe release;
+  const auto pipes_before = pipe_links();  // stdio, the test's pipes: inherited, as in Python
+  std::vector<coproc::process> running;
+  for (int i = 0; i < 3; ++i) {
+    running.emplace_back([&] { wait_for_release(release); });
+    running.back().start();
+  }
+  std::vector<std::string> coproc_pipes;  // the fallback sentinel's pipes, if any
+  for (auto& link : pipe_links())
+    if (std::find(pipes_before.begin(), pipes_before.end(), link) == pipes_before.end())
+      coproc_pipes.push_back(link);
+  test_pipe report;  // made after the siblings started, so only the probe holds its write end
+  coproc::process probe([&] {
+    std::ostringstream s;
+    for (pid_t pid : pidfd_targets()) s << "pidfd " << pid << "\n";
+    for (auto& link : pipe_links())
+      if (std::find(coproc_pipes.begin(), coproc_pipes.end(), link) != coproc_pipes.end())
+        s << "coproc pipe " << link << "\n";
+    report.write(s.str());
+  });
+  probe.start();
+  const std::string text = report.read_all();
+  BOOST_TEST(probe.join() == 0);
+  // The probe may hold the test's own pipes (inherited, as in Python) and a pidfd of its
+  // parent; nothing that belongs to its siblings.
+  for (auto& p : running)
+    BOOST_TEST(text.find("pidfd " + std::to_string(*p.pid()) + "\n") == std::string::npos, text);
+  BOOST_TEST(text.find("coproc pipe") == std::string::npos, text);
+  release.close_write();
+  for (auto& p : running) BOOST_TEST(p.join() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(start_does_not_reap_or_touch_other_running_children) {
+  // Python's start() polls every child (_cleanup); coproc's does not need to. What can be
+  // observed: a child ended but not joined stays a zombie until something asks about it.
+  coproc::process a([] {});
+  a.start();
+  siginfo_t info{};
+  BOOST_REQUIRE(::waitid(P_PID, static_cast<id_t>(*a.pid()), &info, WEXITED | WNOWAIT) == 0);
+  coproc::process b([] {});
+  b.start();
+  b.join();
+  BOOST_TEST(coproc_test::has_zombie_child());
+  BOOST_TEST(a.exitcode() == 0);
+  BOOST_TEST(!coproc_test::has_zombie_child());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------------------
+// Whole programs, run as scenarios of this binary.
+
+COPROC_TEST_SCENARIO(print_then_fork) {
+  // Unflushed output before start() must appear once, not once per process.
+  std::printf("printf-before;");
+  std::cout << "cout-before;";
+  coproc::process p([] { std::printf("child;"); });
+  p.start();
+  p.join();
+  std::printf("after\n");
+  return 0;
+}
+
+COPROC_TEST_SCENARIO(child_stdin) {
+  coproc::process p([] {
+    char buf[16];
+    const auto n = ::read(0, buf, sizeof buf);
+    std::printf("child read %zd\n", n);
+  });
+  p.start();
+  p.join();
+  char buf[16];
+  const auto n = ::read(0, buf, sizeof buf);
+  std::printf("parent read %zd\n", n);
+  return 0;
+}
+
+COPROC_TEST_SCENARIO(exit_joins_non_daemonic_children) {
+  // Returns from main while a non-daemonic child still works: exit must wait for it.
+  static coproc::process* p = new coproc::process([] {
+    std::this_thread::sleep_for(300ms);
+    std::printf("child done\n");
+  });
+  p->start();
+  std::printf("main returns\n");
+  std::fflush(stdout);
+  return 0;
+}
+
+COPROC_TEST_SCENARIO(exit_joins_destroyed_children) {
+  {
+    coproc::process p([] {
+      std::this_thread::sleep_for(300ms);
+      std::printf("detached child done\n");
+    });
+    p.start();
+  }
+  std::printf("main returns\n");
+  std::fflush(stdout);
+  return 0;
+}
+
+COPROC_TEST_SCENARIO(exit_terminates_daemonic_children) {
+  static coproc::process* p = new coproc::process({.daemon = true}, [] { ::pause(); });
+  p->start();
+  std::printf("%d\n", *p->pid());
+  return 0;
+}
+
+COPROC_TEST_SCENARIO(exit_kills_daemons_that_ignore_sigterm) {
+  test_pipe ready;
+  static coproc::process* p = new coproc::process({.daemon = true}, [&] {
+    ::signal(SIGTERM, SIG_IGN);
+    ready.write("x");
+    for (;;) ::pause();
+  });
+  p->start();
+  ready.close_write();
+  char c;
+  (void)::read(ready.read_fd(), &c, 1);  // SIGTERM is ignored from here on
+  std::printf("%d\n", *p->pid());
+  return 0;
+}
+
+COPROC_TEST_SCENARIO(coproc_exit_in_main_runs_the_policy) {
+  static coproc::process* p = new coproc::process([] {
+    std::this_thread::sleep_for(200ms);
+    std::printf("child done\n");
+  });
+  p->start();
+  coproc::exit(3);
+}
+
+COPROC_TEST_SCENARIO(child_joins_its_own_children) {
+  coproc::process p([] {
+    static coproc::process* g = new coproc::process([] {
+      std::this_thread::sleep_for(200ms);
+      std::printf("grandchild done\n");
+    });
+    g->start();
+    std::printf("child returns\n");
+    std::fflush(stdout);
+  });
+  p.start();
+  p.join();
+  std::printf("parent joined child\n");
+  return 0;
+}
+
+namespace {
+bool process_gone(pid_t pid) {
+  // Orphans are adopted and reaped by init (or a subreaper); a zombie still counts as alive
+  // for kill(0), so look at /proc.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');
+  return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(whole_programs)
+
+BOOST_AUTO_TEST_CASE(output_buffered_before_start_is_printed_once) {
+  auto r = run_scenario("print_then_fork");
+  BOOST_TEST(r.exit_code == 0);
+  BOOST_TEST(r.out == "printf-before;cout-before;child;after\n");
+}
+
+BOOST_AUTO_TEST_CASE(the_childs_stdin_is_dev_null) {
+  auto r = run_scenario("child_stdin", {}, "parent data");
+  BOOST_TEST(r.exit_code == 0);
+  BOOST_TEST(r.out == "child read 0\nparent read 11\n");
+}
+
+BOOST_AUTO_TEST_CASE(exit_joins_non_daemonic_children) {
+  auto r = run_scenario("exit_joins_non_daemonic_children");
+  BOOST_TEST(r.exit_code == 0);
+  BOOST_TEST(r.out == "main returns\nchild done\n");
+}
+
+BOOST_AUTO_TEST_CASE(exit_joins_children_whose_objects_were_destroyed) {
+  auto r = run_scenario("exit_joins_destroyed_children");
+  BOOST_TEST(r.exit_code == 0);
+  BOOST_TEST(r.out == "main returns\ndetached child done\n");
+}
+
+BOOST_AUTO_TEST_CASE(exit_terminates_daemonic_children) {
+  auto r = run_scenario("exit_terminates_daemonic_children");
+  BOOST_TEST(r.exit_code == 0);
+  const pid_t child = std::stoi(r.out);
+  BOOST_TEST(process_gone(child));
+}
+
+BOOST_AUTO_TEST_CASE(exit_kills_daemons_that_ignore_sigterm_after_a_grace_period) {
+  // Python hangs here for as long as the daemon lives; coproc escalates to SIGKILL.
+  auto r = run_scenario("exit_kills_daemons_that_ignore_sigterm", {}, {}, 20s);
+  BOOST_TEST(r.exit_code == 0);
+  const pid_t child = std::stoi(r.out);
+  BOOST_TEST(process_gone(child));
+}
+
+BOOST_AUTO_TEST_CASE(coproc_exit_in_main_exits_with_the_code_after_the_policy) {
+  auto r = run_scenario("coproc_exit_in_main_runs_the_policy");
+  BOOST_TEST(r.exit_code == 3);
+  BOOST_TEST(r.out == "child done\n");
+}
+
+BOOST_AUTO_TEST_CASE(a_child_joins_its_own_children_when_its_target_ends) {
+  auto r = run_scenario("child_joins_its_own_children");
+  BOOST_TEST(r.exit_code == 0);
+  BOOST_TEST(r.out == "child returns\ngrandchild done\nparent joined child\n");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

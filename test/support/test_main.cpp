@@ -1,0 +1,60 @@
+// The main() of every coproc test binary.
+//
+// - Boost.Test must not catch signals: forked children inherit its handlers, and a child that
+//   crashes on purpose would jump back into the test framework instead of dying.
+// - COPROC_TEST_FORCE_PIPE_SENTINEL=1 (the `no-pidfd` test setup) runs the whole binary on the
+//   pipe sentinel, as on a kernel that refuses pidfd.
+// - `<binary> --scenario <name> [args...]` runs a registered scenario instead of the tests:
+//   a whole program whose exit behaviour a test observes from outside (at-exit policy,
+//   flushing, stdin).
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
+#include <coproc/testing.hpp>
+
+#include "helpers.hpp"
+
+namespace coproc_test {
+std::map<std::string, scenario_fn>& scenarios() {
+  static std::map<std::string, scenario_fn> all;
+  return all;
+}
+scenario_registrar::scenario_registrar(const char* name, scenario_fn fn) {
+  scenarios()[name] = fn;
+}
+std::string self_exe;
+}  // namespace coproc_test
+
+namespace {
+bool init_tests() { return true; }
+}  // namespace
+
+int main(int argc, char** argv) {
+  coproc::init(argc, argv);
+  coproc_test::self_exe = "/proc/self/exe";
+  if (const char* v = std::getenv("COPROC_TEST_FORCE_PIPE_SENTINEL"); v && *v && *v != '0')
+    coproc::testing::force_pipe_sentinel(true);
+
+  if (argc >= 3 && std::strcmp(argv[1], "--scenario") == 0) {
+    auto& all = coproc_test::scenarios();
+    auto it = all.find(argv[2]);
+    if (it == all.end()) {
+      std::cerr << "unknown scenario " << argv[2] << "\n";
+      return 99;
+    }
+    return it->second(argc - 3, argv + 3);
+  }
+
+  std::vector<char*> args(argv, argv + argc);
+  std::string no_catch = "--catch_system_errors=no";
+  args.push_back(no_catch.data());
+  args.push_back(nullptr);
+  return boost::unit_test::unit_test_main(&init_tests, static_cast<int>(args.size()) - 1,
+                                          args.data());
+}
