@@ -10,7 +10,6 @@
 #include <thread>
 
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/detail/scheduler.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -22,56 +21,13 @@
 
 #include <coproc/process.hpp>
 
+#include "io_thread.hpp"
 #include "runtime.hpp"
 
 namespace coproc::detail {
 
 namespace asio = boost::asio;
 using boost::system::error_code;
-
-// ---------------------------------------------------------------------------------------
-// coproc's own I/O thread, for handlers whose executor is not an io_context (plain callbacks,
-// use_future, thread pools). Started on first use, never destroyed: it may be needed by the
-// at-exit policy's joins and by objects destroyed during static destruction.
-
-namespace {
-struct io_thread {
-  asio::io_context context{1};
-  asio::executor_work_guard<asio::io_context::executor_type> guard{context.get_executor()};
-  std::thread thread;
-
-  io_thread() {
-    // Signals belong to the program's threads, not to ours.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    thread = std::thread([this] { context.run(); });
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    thread.detach();
-  }
-};
-
-std::atomic<io_thread*> the_io_thread{nullptr};
-std::mutex io_thread_mutex;
-
-asio::io_context& own_io_context() {
-  if (io_thread* t = the_io_thread.load(std::memory_order_acquire)) return t->context;
-  std::lock_guard lock(io_thread_mutex);
-  io_thread* t = the_io_thread.load(std::memory_order_relaxed);
-  if (!t) {
-    t = new io_thread;
-    the_io_thread.store(t, std::memory_order_release);
-  }
-  return t->context;
-}
-}  // namespace
-
-void reset_io_thread_in_child() noexcept {
-  // The thread does not exist in a forked child; its io_context (and the mutex, which that
-  // thread or another may have held) are left behind untouched.
-  the_io_thread.store(nullptr, std::memory_order_relaxed);
-  new (&io_thread_mutex) std::mutex;
-}
 
 // ---------------------------------------------------------------------------------------
 
@@ -274,14 +230,6 @@ class join_op final : public join_waiter,
   bool aborted_ = false;
   bool cancelled_ = false;
 };
-
-asio::any_io_executor reactor_for(asio::any_io_executor io) {
-  // An executor whose context runs a scheduler (io_context, thread_pool) can run the reactor
-  // too; anything else waits on coproc's own thread.
-  if (io && asio::has_service<asio::detail::scheduler>(asio::query(io, asio::execution::context)))
-    return io;
-  return own_io_context().get_executor();
-}
 
 template <class Signature>
 void launch(std::shared_ptr<child_state> state, asio::any_io_executor io,

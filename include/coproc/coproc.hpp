@@ -6,3 +6,4 @@
 #include <coproc/process.hpp>
 #include <coproc/start_method.hpp>
 #include <coproc/version.hpp>
+#include <coproc/wait.hpp>
