@@ -38,11 +38,12 @@ struct io_thread {
 };
 
 std::atomic<io_thread*> the_io_thread{nullptr};
-std::mutex io_thread_mutex;
+std::mutex initial_mutex;
+std::atomic<std::mutex*> io_thread_mutex{&initial_mutex};
 
 asio::io_context& own_io_context() {
   if (io_thread* t = the_io_thread.load(std::memory_order_acquire)) return t->context;
-  std::lock_guard lock(io_thread_mutex);
+  std::lock_guard lock(*io_thread_mutex.load(std::memory_order_relaxed));
   io_thread* t = the_io_thread.load(std::memory_order_relaxed);
   if (!t) {
     t = new io_thread;
@@ -56,7 +57,7 @@ void reset_io_thread_in_child() noexcept {
   // The thread does not exist in a forked child; its io_context (and the mutex, which that
   // thread or another may have held at the fork) are left behind untouched.
   the_io_thread.store(nullptr, std::memory_order_relaxed);
-  new (&io_thread_mutex) std::mutex;
+  io_thread_mutex.store(new (std::nothrow) std::mutex, std::memory_order_relaxed);
 }
 
 asio::any_io_executor reactor_for(asio::any_io_executor io) {

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <new>
 #include <system_error>
 
 #include "coproc_config.h"
@@ -60,21 +61,37 @@ bool wait_readable(int fd, std::optional<std::chrono::steady_clock::time_point> 
 // other threads cannot starve start().
 
 namespace {
-pthread_rwlock_t fork_rwlock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+pthread_rwlock_t initial_fork_rwlock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+// Replaced by a fresh lock in a forked child (see reset_in_child); only the child's single
+// thread can observe the change, so a relaxed atomic is enough.
+std::atomic<pthread_rwlock_t*> fork_rwlock{&initial_fork_rwlock};
 }  // namespace
 
-shared_fork_lock::shared_fork_lock() noexcept { ::pthread_rwlock_rdlock(&fork_rwlock); }
-shared_fork_lock::~shared_fork_lock() { ::pthread_rwlock_unlock(&fork_rwlock); }
+shared_fork_lock::shared_fork_lock() noexcept : lock_(fork_rwlock.load(std::memory_order_relaxed)) {
+  ::pthread_rwlock_rdlock(lock_);
+}
+shared_fork_lock::~shared_fork_lock() { ::pthread_rwlock_unlock(lock_); }
 
-exclusive_fork_lock::exclusive_fork_lock() noexcept { ::pthread_rwlock_wrlock(&fork_rwlock); }
+exclusive_fork_lock::exclusive_fork_lock() noexcept
+    : lock_(fork_rwlock.load(std::memory_order_relaxed)) {
+  ::pthread_rwlock_wrlock(lock_);
+}
 exclusive_fork_lock::~exclusive_fork_lock() {
-  if (held_) ::pthread_rwlock_unlock(&fork_rwlock);
+  if (lock_) ::pthread_rwlock_unlock(lock_);
 }
 void exclusive_fork_lock::reset_in_child() noexcept {
-  // glibc records the writer's thread id; the child's thread has a new one, so unlocking
-  // would take the reader path and corrupt the lock.
-  fork_rwlock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
-  held_ = false;
+  // glibc records the writer's thread id and the child's thread has a new one, so unlocking
+  // would take the reader path and corrupt the lock. The copy stays locked and unused; the
+  // child gets a lock of its own (a new object, which thread sanitizers also understand).
+  auto* fresh = new (std::nothrow) pthread_rwlock_t;
+  if (!fresh || ::pthread_rwlock_init(fresh, nullptr) != 0) {
+    // Without a lock of its own the child would deadlock at its first coproc descriptor.
+    static const char msg[] = "coproc: cannot set up the child (out of memory)\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+    ::_exit(255);
+  }
+  fork_rwlock.store(fresh);
+  lock_ = nullptr;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #error "lib/ headers are private to the coproc library"
 #endif
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -49,6 +50,9 @@ class shared_fork_lock {
   ~shared_fork_lock();
   shared_fork_lock(const shared_fork_lock&) = delete;
   shared_fork_lock& operator=(const shared_fork_lock&) = delete;
+
+ private:
+  pthread_rwlock_t* lock_;
 };
 
 class exclusive_fork_lock {
@@ -56,14 +60,14 @@ class exclusive_fork_lock {
   exclusive_fork_lock() noexcept;
   // In the parent after fork, or when fork failed.
   ~exclusive_fork_lock();
-  // In the child: the lock was copied held by a thread id that no longer exists, so it is
-  // reinitialised rather than unlocked. Disarms the destructor.
+  // In the child: the lock was copied held by a thread id that no longer exists, so the child
+  // switches to a new lock rather than unlocking. Disarms the destructor.
   void reset_in_child() noexcept;
   exclusive_fork_lock(const exclusive_fork_lock&) = delete;
   exclusive_fork_lock& operator=(const exclusive_fork_lock&) = delete;
 
  private:
-  bool held_ = true;
+  pthread_rwlock_t* lock_;
 };
 
 namespace fds {
