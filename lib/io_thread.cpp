@@ -56,7 +56,8 @@ asio::io_context& own_io_context() {
 void reset_io_thread_in_child() noexcept {
   // The thread does not exist in a forked child; its io_context (and the mutex, which that
   // thread or another may have held at the fork) are left behind untouched.
-  the_io_thread.store(nullptr, std::memory_order_relaxed);
+  keep_forever(the_io_thread.exchange(nullptr, std::memory_order_relaxed));
+  keep_forever(io_thread_mutex.load(std::memory_order_relaxed));
   io_thread_mutex.store(new (std::nothrow) std::mutex, std::memory_order_relaxed);
 }
 

@@ -90,7 +90,7 @@ void exclusive_fork_lock::reset_in_child() noexcept {
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
     ::_exit(255);
   }
-  fork_rwlock.store(fresh);
+  keep_forever(fork_rwlock.exchange(fresh));
   lock_ = nullptr;
 }
 
@@ -200,6 +200,22 @@ void close_recorded_in_child(std::initializer_list<int> keep) noexcept {
   for (int k : keep) record(k);
 }
 }  // namespace fds
+
+namespace {
+struct kept_node {
+  const void* object;
+  kept_node* next;
+};
+std::atomic<kept_node*> kept_head{nullptr};
+}  // namespace
+
+void keep_forever(const void* object) noexcept {
+  if (!object) return;
+  auto* node = new (std::nothrow) kept_node{object, kept_head.load(std::memory_order_relaxed)};
+  if (!node) return;
+  while (!kept_head.compare_exchange_weak(node->next, node, std::memory_order_release)) {
+  }
+}
 
 void owned_fd::reset() noexcept {
   if (fd_ >= 0) close_recorded(std::exchange(fd_, -1));

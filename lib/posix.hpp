@@ -120,6 +120,11 @@ class owned_fd {
   int fd_ = -1;
 };
 
+// Keeps an object that a forked child abandons (state copied from the parent, which must never
+// be destroyed there) reachable, so leak checkers do not report it if the child ends through
+// std::exit.
+void keep_forever(const void* object) noexcept;
+
 // Forgets and closes a descriptor that coproc recorded but no owned_fd holds any more.
 void close_recorded(int fd) noexcept;
 

@@ -85,7 +85,7 @@ void process::release() noexcept {
   if (role_ != role::ordinary || creator_pid_ != ::getpid()) {
     // A copy inherited through fork: its descriptors were closed in this child and their
     // numbers may be reused, so the state must never run its destructor here.
-    new (std::nothrow) std::shared_ptr<detail::child_state>(std::move(state_));
+    detail::keep_forever(new (std::nothrow) std::shared_ptr<detail::child_state>(std::move(state_)));
     state_.reset();
     return;
   }

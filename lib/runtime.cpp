@@ -137,6 +137,7 @@ runtime& rt() {
 
 void reset_runtime_in_child(process& self, process* parent) {
   // The old state may be locked by a thread that does not exist here: leave it untouched.
+  keep_forever(the_runtime.load(std::memory_order_relaxed));
   auto* fresh = new runtime;
   fresh->current = &self;
   fresh->parent = parent;
