@@ -35,13 +35,6 @@ void make_pipe(owned_fd& read_end, owned_fd& write_end) {
   write_end = owned_fd::adopt_recorded(fds[1]);
 }
 
-// A sentinel that is ready at once: the parent ended before the child could watch it.
-owned_fd gone_sentinel() {
-  owned_fd r, w;
-  make_pipe(r, w);
-  return r;
-}
-
 void flush_std_streams() noexcept {
   // What is buffered now would otherwise be written twice: once by the parent, once by the
   // child. Only the standard streams are flushed, as in Python, and the child flushes only
@@ -75,18 +68,7 @@ void stdin_to_devnull() noexcept {
     fds::close_recorded_in_child({s.exit_w, s.alive_r});
     stdin_to_devnull();
 
-    auto watch = std::make_shared<child_state>(child_state::role::parent, false);
-    if (s.pidfd) {
-      owned_fd fd = owned_fd::create([&] { return sys_pidfd_open(s.parent_pid); });
-      if (!fd && errno != ESRCH) throw_errno("pidfd_open(parent)");
-      // The pidfd names our parent only if the parent still exists after it was opened.
-      if (!fd || ::getppid() != s.parent_pid) fd = gone_sentinel();
-      watch->attach(s.parent_pid, std::move(fd), sentinel_kind::pidfd);
-    } else {
-      watch->attach(s.parent_pid, owned_fd::adopt_recorded(s.alive_r), sentinel_kind::pipe);
-    }
-    process* parent = process_access::make_parent(s.parent_name, s.parent_pid, std::move(watch));
-    reset_runtime_in_child(self, parent);
+    reset_runtime_in_child(self, {s.parent_pid, s.parent_name, s.pidfd, s.alive_r});
     code = run_target(self);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coproc: child set-up failed: %s\n", e.what());

@@ -262,7 +262,7 @@ std::string process::repr() {
 
 process& current_process() { return *detail::rt().current; }
 
-process* parent_process() { return detail::rt().parent; }
+process* parent_process() { return detail::parent_watch(); }
 
 std::vector<process*> active_children() { return detail::rt().children.active(); }
 

@@ -1,5 +1,6 @@
 #include "runtime.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/random.h>
@@ -135,15 +136,52 @@ runtime& rt() {
   return *r;
 }
 
-void reset_runtime_in_child(process& self, process* parent) {
+void reset_runtime_in_child(process& self, parent_info parent) {
   // The old state may be locked by a thread that does not exist here: leave it untouched.
   keep_forever(the_runtime.load(std::memory_order_relaxed));
   auto* fresh = new runtime;
   fresh->current = &self;
-  fresh->parent = parent;
+  fresh->parent_of_this = std::move(parent);
   fresh->in_child = true;
   fresh->bootstrap_thread = std::this_thread::get_id();
   the_runtime.store(fresh, std::memory_order_release);
+}
+
+namespace {
+// A sentinel that is ready at once: the parent ended before anybody watched it.
+owned_fd gone_sentinel() {
+  int fds[2] = {-1, -1};
+  owned_fd r = owned_fd::create([&] {
+    if (::pipe2(fds, O_CLOEXEC) == -1) return -1;
+    return fds[0];
+  });
+  if (!r) throw_errno("pipe2");
+  ::close(fds[1]);
+  return r;
+}
+}  // namespace
+
+process* parent_watch() {
+  runtime& r = rt();
+  if (!r.in_child) return nullptr;
+  if (process* p = r.parent.load(std::memory_order_acquire)) return p;
+  std::lock_guard lock(r.parent_mutex);
+  if (process* p = r.parent.load(std::memory_order_relaxed)) return p;
+  const parent_info& info = r.parent_of_this;
+  auto watch = std::make_shared<child_state>(child_state::role::parent, false);
+  if (info.by_pidfd) {
+    owned_fd fd = owned_fd::create([&] { return sys_pidfd_open(info.pid); });
+    if (!fd && errno != ESRCH) throw_errno("pidfd_open(parent)");
+    // The pidfd names our parent only if it is still our parent after the pidfd was opened;
+    // otherwise the parent is gone (and its pid may already be somebody else's).
+    if (!fd || ::getppid() != info.pid) fd = gone_sentinel();
+    watch->attach(info.pid, std::move(fd), sentinel_kind::pidfd);
+  } else {
+    watch->attach(info.pid, owned_fd::adopt_recorded(info.alive_fd), sentinel_kind::pipe);
+  }
+  process* p = process_access::make_parent(info.name, info.pid, std::move(watch));
+  r.parent.store(p, std::memory_order_release);
+  return p;
 }
 
 int next_process_number() { return ++rt().counter; }

@@ -54,19 +54,34 @@ class child_registry {
   std::size_t detached_ = 0;
 };
 
+// What a child knows about its parent before anybody asks for parent_process().
+struct parent_info {
+  pid_t pid = 0;
+  std::string name;
+  bool by_pidfd = true;  // watch it with a pidfd; otherwise through `alive_fd`
+  int alive_fd = -1;     // pipe fallback: read end whose EOF means the parent is gone
+};
+
 struct runtime {
   child_registry children;
   std::atomic<int> counter{0};  // Python's _process_counter
   process* current = nullptr;   // MainProcess, or the started object in a child
-  process* parent = nullptr;    // parent_process()
   bool in_child = false;
   std::thread::id bootstrap_thread;  // the thread that runs the target in a child
+
+  // parent_process(): built on first use, so a child that never asks pays nothing for it
+  // (and a child with a full descriptor table can still run its target).
+  parent_info parent_of_this;
+  std::mutex parent_mutex;
+  std::atomic<process*> parent{nullptr};
 };
 
 // The module state of this process (created on first use; replaced in a forked child).
 runtime& rt();
 // In a freshly forked child: a new module state whose current process is `self`.
-void reset_runtime_in_child(process& self, process* parent);
+void reset_runtime_in_child(process& self, parent_info parent);
+// parent_process(): nullptr in the main program.
+process* parent_watch();
 
 int next_process_number();
 std::vector<std::byte> random_authkey();

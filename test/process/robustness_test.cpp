@@ -1,0 +1,234 @@
+// The failure modes the peers shipped with (peers-and-pitfalls.md, recommendation 10).
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
+#include <coproc/testing.hpp>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+using coproc_test::run_scenario;
+using coproc_test::test_pipe;
+using coproc_test::wait_for_release;
+
+namespace {
+
+// Makes pidfd_open fail with `err` for this process and its children, as an old container
+// runtime's seccomp profile (EPERM) or an old kernel (ENOSYS) would. False where the filter
+// cannot be expressed (other architectures).
+bool refuse_pidfd_open(int err) {
+#if defined(__x86_64__)
+  constexpr unsigned arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+  constexpr unsigned arch = AUDIT_ARCH_AARCH64;
+#else
+  return false;
+#endif
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+// The pids of this process's pidfds (from /proc/self/fdinfo).
+std::vector<pid_t> pidfd_targets() {
+  std::vector<pid_t> pids;
+  for (int fd = 0; fd < 4096; ++fd) {
+    std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
+    if (!in) continue;
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("Pid:", 0) == 0) pids.push_back(std::stoi(line.substr(4)));
+  }
+  return pids;
+}
+
+}  // namespace
+
+COPROC_TEST_SCENARIO(pidfd_refused) {
+  const int err = std::stoi(argv[0]);
+  if (!refuse_pidfd_open(err)) return 77;
+  coproc::process p([] {
+    // The child's own parent watch falls back too, and still works.
+    coproc::exit(coproc::parent_process()->is_alive() ? 5 : 6);
+  });
+  p.start();
+  const int code = p.join();
+  std::printf("pidfd=%d code=%d\n", coproc::testing::pidfd_sentinels() ? 1 : 0, code);
+  return 0;
+}
+
+BOOST_AUTO_TEST_SUITE(robustness)
+
+BOOST_AUTO_TEST_CASE(pidfd_refused_by_seccomp_falls_back_to_the_pipe) {
+  for (int err : {EPERM, ENOSYS}) {
+    auto r = run_scenario("pidfd_refused", {std::to_string(err)});
+    if (r.exit_code == 77) {
+      BOOST_TEST_MESSAGE("seccomp filter not available on this architecture");
+      return;
+    }
+    BOOST_TEST(r.exit_code == 0, r.err);
+    BOOST_TEST(r.out == "pidfd=0 code=5\n", "errno " << err << ": " << r.out << r.err);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(sigchld_ignored_reports_the_lost_status) {
+  // With SIGCHLD set to SIG_IGN the kernel reaps children by itself and their status is gone;
+  // Python then reports the child as running forever (gh-92881).
+  struct sigaction ignore {}, old{};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGCHLD, &ignore, &old);
+  coproc::process p([] { coproc::exit(3); });
+  p.start();
+  std::optional<int> code;
+  int err = 0;
+  try {
+    code = p.join();
+  } catch (const std::system_error& e) {
+    err = e.code().value();
+  }
+  const bool alive = p.is_alive();
+  ::sigaction(SIGCHLD, &old, nullptr);
+  BOOST_TEST(err == ECHILD);
+  BOOST_TEST(!code);
+  BOOST_TEST(!alive);
+}
+
+BOOST_AUTO_TEST_CASE(a_grandchild_holding_everything_does_not_delay_the_join) {
+  // Python's sentinel is a pipe: a grandchild that inherited its write end keeps it from
+  // becoming ready after the child died (K-2). A pidfd is ready when the child ends.
+  if (!coproc::testing::pidfd_sentinels()) {
+    BOOST_TEST_MESSAGE("pipe sentinel: a raw-forked grandchild delays it (documented)");
+    return;
+  }
+  test_pipe release;
+  coproc::process p([&] {
+    if (::fork() == 0) {  // a raw fork: the grandchild keeps every descriptor of the child
+      wait_for_release(release);
+      ::_exit(0);
+    }
+    coproc::exit(4);
+  });
+  p.start();
+  BOOST_TEST(p.join(30s) == 4);  // while the grandchild still runs
+  release.close_write();
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_starts_never_leak_siblings_into_children) {
+  // Four threads start and join children at once; every child checks that the only pidfd it
+  // holds is its parent's. This is the fork guard's job: a sibling's pidfd created by another
+  // thread while this child was being forked must not slip through.
+  const bool check_pidfds = coproc::testing::pidfd_sentinels();
+  const pid_t me = ::getpid();
+  std::atomic<int> bad{0}, done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 40; ++i) {
+        coproc::process p([&] {
+          if (!check_pidfds) return;
+          for (pid_t pid : pidfd_targets())
+            if (pid != me) coproc::exit(1);
+        });
+        p.start();
+        const int code = p.join();
+        if (code != 0) ++bad;
+        ++done;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  BOOST_TEST(done.load() == 160);
+  BOOST_TEST(bad.load() == 0);
+  BOOST_TEST(!coproc_test::has_zombie_child());
+}
+
+BOOST_AUTO_TEST_CASE(a_thread_holding_a_lock_during_fork_does_not_hang_the_child) {
+  // The child runs only coproc's bootstrap and the target; nothing in between takes a lock
+  // that another thread of the parent could hold at the moment of fork.
+  std::mutex user_lock;
+  std::atomic<bool> stop{false};
+  std::thread holder([&] {
+    while (!stop) {
+      std::lock_guard guard(user_lock);
+      std::this_thread::sleep_for(50us);
+    }
+  });
+  for (int i = 0; i < 50; ++i) {
+    coproc::process p([] {});
+    p.start();
+    BOOST_TEST(p.join(30s) == 0);
+  }
+  stop = true;
+  holder.join();
+}
+
+BOOST_AUTO_TEST_CASE(start_failure_leaves_no_child_behind) {
+  // Exhaust descriptors so the pidfd (or the fallback's pipes) cannot be created: start()
+  // must throw, and no child or zombie may remain.
+  rlimit old{};
+  ::getrlimit(RLIMIT_NOFILE, &old);
+  std::vector<int> hogs;
+  rlimit tight = old;
+  tight.rlim_cur = 64;
+  ::setrlimit(RLIMIT_NOFILE, &tight);
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hogs.push_back(fd);
+  // Leave exactly one descriptor free: enough for fork's bookkeeping in a sanitizer's runtime
+  // but not for coproc's sentinel and the child's checks.
+  if (!hogs.empty()) {
+    ::close(hogs.back());
+    hogs.pop_back();
+  }
+  coproc::process p([] {});
+  bool threw = false;
+  try {
+    p.start();
+    // With exactly one free descriptor the pidfd itself may fit; then a second start must fail.
+    coproc::process q([] {});
+    try {
+      q.start();
+    } catch (const std::system_error&) {
+      threw = true;
+    }
+    p.join();
+    if (!threw) q.join();
+  } catch (const std::system_error& e) {
+    threw = true;
+    BOOST_TEST((e.code().value() == EMFILE || e.code().value() == ENFILE), e.what());
+  }
+  for (int fd : hogs) ::close(fd);
+  ::setrlimit(RLIMIT_NOFILE, &old);
+  BOOST_TEST(threw);
+  BOOST_TEST(!coproc_test::has_zombie_child());
+  BOOST_TEST(coproc::active_children().empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
