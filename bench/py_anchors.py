@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Python anchors for coproc's benchmark harness (bench/, run by tools/bench.sh).
+
+The harness runs this script inside one of its case children and reads what it prints on
+stdout, one item per line:
+
+    s <value>           a sample, in the unit of the benchmark group
+    m <name> <value>    an extra figure
+    skip <reason>       this anchor cannot run here
+
+Timings use time.perf_counter_ns(), which reads CLOCK_MONOTONIC on Linux, the clock the C++
+side uses. Every command does its warm-up first and prints only measured iterations.
+"""
+
+import argparse
+import multiprocessing as mp
+import sys
+import time
+
+
+def noop():
+    pass
+
+
+def echo(x):
+    return x
+
+
+def start_join(args):
+    ctx = mp.get_context(args.method)
+    for i in range(args.warmup + args.iterations):
+        t0 = time.perf_counter_ns()
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+        t1 = time.perf_counter_ns()
+        if p.exitcode != 0:
+            print(f"child ended with {p.exitcode}", file=sys.stderr)
+            sys.exit(1)
+        if i >= args.warmup:
+            print(f"s {(t1 - t0) / 1000:.3f}")
+
+
+def pipe_reader(conn, count, reps):
+    for _ in range(reps):
+        for _ in range(count):
+            conn.recv_bytes()
+        conn.send_bytes(b"k")
+
+
+def pipe(args):
+    # Pipe() is duplex by default: a socketpair, like the raw anchor on the C++ side.
+    parent_end, child_end = mp.Pipe()
+    reps = args.warmup + args.iterations
+    p = mp.get_context("fork").Process(target=pipe_reader, args=(child_end, args.count, reps))
+    p.start()
+    child_end.close()
+    payload = b"x" * args.size
+    for r in range(reps):
+        t0 = time.perf_counter_ns()
+        for _ in range(args.count):
+            parent_end.send_bytes(payload)
+        parent_end.recv_bytes()
+        t1 = time.perf_counter_ns()
+        if r < args.warmup:
+            continue
+        seconds = (t1 - t0) / 1e9
+        if args.quantity == "mib":
+            print(f"s {args.count * args.size / (1 << 20) / seconds:.3f}")
+        else:
+            print(f"s {args.count / seconds:.3f}")
+    p.join()
+    if p.exitcode != 0:
+        sys.exit(1)
+
+
+def pool_apply(args):
+    with mp.get_context("fork").Pool(1) as pool:
+        for i in range(args.warmup + args.iterations):
+            t0 = time.perf_counter_ns()
+            result = pool.apply_async(echo, (i,)).get()
+            t1 = time.perf_counter_ns()
+            if result != i:
+                sys.exit(1)
+            if i >= args.warmup:
+                print(f"s {(t1 - t0) / 1000:.3f}")
+
+
+def version(_args):
+    print(sys.version.split()[0])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start-join", "pipe", "pool-apply", "version"])
+    parser.add_argument("--method", default="fork", choices=["fork", "spawn", "forkserver"])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--count", type=int, default=10000)
+    parser.add_argument("--quantity", default="messages", choices=["messages", "mib"])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=50)
+    args = parser.parse_args()
+    {"start-join": start_join, "pipe": pipe, "pool-apply": pool_apply,
+     "version": version}[args.command](args)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

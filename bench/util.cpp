@@ -1,0 +1,180 @@
+// Helpers shared by the benchmark cases.
+#include <fcntl.h>
+#include <malloc.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "bench.hpp"
+
+extern char** environ;
+
+namespace bench {
+
+double now_us() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
+}
+
+void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) == -1) {
+    if (errno != EINTR) throw_errno("waitpid");
+  }
+  return status;
+}
+
+namespace {
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+// The Python script prints one item per line: "s <sample>", "m <name> <value>", "skip <why>".
+void parse_line(const std::string& line, case_result& r) {
+  std::istringstream in(line);
+  std::string tag;
+  in >> tag;
+  if (tag == "s") {
+    double v;
+    if (in >> v) r.samples.push_back(v);
+  } else if (tag == "m") {
+    std::string name;
+    double v;
+    if (in >> name >> v) r.metrics.emplace_back(name, v);
+  } else if (tag == "skip") {
+    std::string rest;
+    std::getline(in >> std::ws, rest);
+    r.skipped = rest.empty() ? "skipped by the Python script" : rest;
+  }
+}
+}  // namespace
+
+case_result run_python(const case_env& env, const std::vector<std::string>& args) {
+  if (env.opt.python.empty()) return skipped(env.opt.python_note);
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) == -1) throw_errno("pipe2");
+
+  std::vector<std::string> argv_s{env.opt.python, env.opt.py_script};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  argv_s.push_back("--warmup");
+  argv_s.push_back(std::to_string(env.warmup));
+  argv_s.push_back("--iterations");
+  argv_s.push_back(std::to_string(env.iterations));
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+  pid_t pid = 0;
+  const int err = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(out[1]);
+  if (err != 0) {
+    ::close(out[0]);
+    return failed(std::string("posix_spawn ") + argv[0] + ": " + std::strerror(err));
+  }
+
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n > 0) {
+      text.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  ::close(out[0]);
+  const int status = wait_exit(pid);
+
+  case_result r;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) parse_line(line, r);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    r.error = "python anchors script ended with " + describe_status(status) + " (see cases.log)";
+  return r;
+}
+
+std::string raise_nofile(std::size_t need) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == -1) return std::strerror(errno);
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= need) return {};
+  rlimit want = lim;
+  want.rlim_cur = need;
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < need) want.rlim_max = need;
+  if (::setrlimit(RLIMIT_NOFILE, &want) == 0) return {};
+  // Raising the hard limit needs CAP_SYS_RESOURCE, and nr_open caps it.
+  return "needs " + std::to_string(need) + " descriptors; RLIMIT_NOFILE is " +
+         std::to_string(lim.rlim_cur) + " (hard " + std::to_string(lim.rlim_max) +
+         ") and raising it failed: " + std::strerror(errno);
+}
+
+std::size_t nofile_hard_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == -1) return 1024;
+  return lim.rlim_max == RLIM_INFINITY ? std::size_t{1} << 20 : lim.rlim_max;
+}
+
+std::size_t heap_in_use() noexcept {
+  const struct mallinfo2 mi = ::mallinfo2();
+  return mi.uordblks + mi.hblkhd;  // small blocks in use + blocks malloc got by mmap
+}
+
+std::size_t resident_bytes() noexcept {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long size = 0, resident = 0;
+  const int got = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  if (got != 2) return 0;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+touched_region::touched_region(std::size_t bytes) : size_(bytes) {
+  base_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base_ == MAP_FAILED) {
+    base_ = nullptr;
+    throw_errno("mmap");
+  }
+  ::madvise(base_, size_, MADV_NOHUGEPAGE);
+  // Written, not just read: a read maps the shared zero page, which fork copies nothing for.
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  auto* p = static_cast<volatile unsigned char*>(base_);
+  for (std::size_t off = 0; off < size_; off += page) p[off] = 1;
+}
+
+touched_region::~touched_region() {
+  if (base_) ::munmap(base_, size_);
+}
+
+shared_stamp* map_shared_stamp() {
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)),
+                   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw_errno("mmap shared page");
+  return static_cast<shared_stamp*>(p);
+}
+
+void unmap_shared_stamp(shared_stamp* s) noexcept {
+  ::munmap(s, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+}
+
+}  // namespace bench
