@@ -82,7 +82,7 @@ class join_op final : public join_waiter,
     std::lock_guard lock(mutex_);
     wait_sentinel();
     if (timeout && *timeout != std::chrono::nanoseconds::max()) {
-      deadline_.emplace(io_);
+      deadline_ = std::make_unique<asio::steady_timer>(io_);
       deadline_->expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(*timeout));
       deadline_->async_wait(
           asio::bind_executor(handler_ex_, [self](error_code e) { self->on_deadline(e); }));
@@ -142,7 +142,7 @@ class join_op final : public join_waiter,
     if (reaped_or_finish(lock)) return;
     if (cancelled_) return finish(lock, asio::error::operation_aborted);
     // Pipe fallback: EOF came before the child became a zombie. Look again shortly.
-    if (!backoff_) backoff_.emplace(io_);
+    if (!backoff_) backoff_ = std::make_unique<asio::steady_timer>(io_);
     backoff_->expires_after(delay_);
     delay_ = std::min(delay_ * 2, std::chrono::microseconds(10'000));
     auto self = this->shared_from_this();
@@ -220,8 +220,10 @@ class join_op final : public join_waiter,
   std::shared_ptr<child_state> state_;
   asio::any_io_executor io_;
   asio::posix::stream_descriptor descriptor_;
-  std::optional<asio::steady_timer> deadline_;
-  std::optional<asio::steady_timer> backoff_;
+  // Allocated only when needed: most joins have no deadline and never back off, and a pending
+  // join's size is what an async server pays per child.
+  std::unique_ptr<asio::steady_timer> deadline_;
+  std::unique_ptr<asio::steady_timer> backoff_;
   std::chrono::microseconds delay_{50};
   handler_type handler_;
   asio::any_completion_executor handler_ex_;

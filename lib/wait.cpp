@@ -127,7 +127,7 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
       d.async_wait(asio::posix::stream_descriptor::wait_read,
                    asio::bind_executor(handler_ex_, [self](error_code e) { self->on_ready(e); }));
     if (timeout) {
-      deadline_.emplace(io_);
+      deadline_ = std::make_unique<asio::steady_timer>(io_);
       deadline_->expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(*timeout));
       deadline_->async_wait(
           asio::bind_executor(handler_ex_, [self](error_code e) { self->on_deadline(e); }));
@@ -213,7 +213,7 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
   asio::any_io_executor io_;
   std::vector<int> dups_;  // -1 where the object's descriptor was not open
   std::vector<asio::posix::stream_descriptor> descriptors_;
-  std::optional<asio::steady_timer> deadline_;
+  std::unique_ptr<asio::steady_timer> deadline_;
   wait_handler handler_;
   asio::any_completion_executor handler_ex_;
   std::mutex mutex_;
