@@ -193,6 +193,13 @@ class join_op final : public join_waiter,
   // before the handler is invoked, so the handler may start new joins or emit cancellation.
   void finish(std::unique_lock<std::mutex>& lock, error_code ec, bool timed_out = false) {
     done_ = true;
+    // Whatever else is still pending (the deadline after the child ended first, the sentinel
+    // after the deadline) would hold this operation, its descriptor and the executor's work
+    // until it fired: stop it now.
+    error_code ignored;
+    if (descriptor_.is_open()) descriptor_.cancel(ignored);
+    if (deadline_) deadline_->cancel();
+    if (backoff_) backoff_->cancel();
     std::optional<int> code;
     if (!ec && !timed_out) {
       try {

@@ -204,6 +204,7 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
 
   void finish(std::unique_lock<std::mutex>& lock, error_code ec, std::vector<waitable> ready) {
     done_ = true;
+    cancel_all();  // nothing pending may keep this operation (and the executor) busy
     wait_handler handler = std::move(handler_);
     lock.unlock();
     std::move(handler)(ec, std::move(ready));
