@@ -32,6 +32,10 @@ namespace {
 
 namespace asio = boost::asio;
 
+// Descriptors a case needs besides its children's: standard streams, the log, the result
+// pipe, the go pipe, the reactor's epoll and eventfd descriptors.
+constexpr std::size_t fd_slack = 64;
+
 // glibc 2.36's <sys/pidfd.h> lacks extern "C" and its waitid() takes no rusage: go direct.
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0u)); }
 constexpr int p_pidfd = 3;  // P_PIDFD, Linux 5.4
@@ -87,7 +91,7 @@ asio::awaitable<void> start_and_await(coproc::process& p, long& exited_ok) {
 case_result coproc_fanout(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
   // Each child: its pidfd, and the duplicate a pending async_join registers.
-  if (auto why = raise_nofile(2 * n + 256); !why.empty()) return skipped(why);
+  if (auto why = raise_nofile(2 * n + fd_slack); !why.empty()) return skipped(why);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -187,7 +191,7 @@ struct raw_children {
 
 case_result raw_fanout(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  if (auto why = raise_nofile(n + 256); !why.empty()) return skipped(why);
+  if (auto why = raise_nofile(n + fd_slack); !why.empty()) return skipped(why);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -222,7 +226,7 @@ case_result raw_fanout(const case_env& env) {
 
 case_result coproc_memory(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  if (auto why = raise_nofile(2 * n + 256); !why.empty()) return skipped(why);
+  if (auto why = raise_nofile(2 * n + fd_slack); !why.empty()) return skipped(why);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -257,7 +261,7 @@ case_result coproc_memory(const case_env& env) {
 
 case_result raw_memory(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  if (auto why = raise_nofile(n + 256); !why.empty()) return skipped(why);
+  if (auto why = raise_nofile(n + fd_slack); !why.empty()) return skipped(why);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -381,8 +385,6 @@ case_result raw_epoll_wakeup(const case_env& env) {
 // coproc holds two descriptors per awaited child: its pidfd, and the duplicate that a pending
 // async_join registers with the reactor. Where the hard RLIMIT_NOFILE cannot be raised that
 // far, the largest N that fits is measured instead, and the table says so.
-constexpr std::size_t fd_slack = 64;
-
 long fitting_n(long wanted, std::string& note) {
   const std::size_t hard = nofile_hard_limit();
   const auto need = 2 * static_cast<std::size_t>(wanted) + fd_slack;
@@ -439,7 +441,8 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
     if (s) g.note = "short mode measures N=1000; the default run measures N=10000";
     g.unit = "bytes/child";
     g.anchor = "raw fork+pidfd_open+epoll";
-    g.rounds = s ? 1 : 3;
+    // The figure hardly moves between rounds: it counts bytes, not time.
+    g.rounds = s ? 1 : 2;
     const std::chrono::seconds dl(300);
     g.variants = {
         {"coproc async_join, callback handler", role::subject, coproc_memory, 0, 1, dl},

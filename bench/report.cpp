@@ -54,6 +54,21 @@ std::string pad(std::string s, std::size_t width, bool right = false) {
   return right ? std::string(width - s.size(), ' ') + s : s + std::string(width - s.size(), ' ');
 }
 
+// Notes are sentences; the table stays readable in a 120-column terminal.
+std::string wrap(const std::string& text, const std::string& indent, std::size_t width = 100) {
+  std::istringstream words(text);
+  std::string out, line;
+  for (std::string w; words >> w;) {
+    if (!line.empty() && line.size() + 1 + w.size() > width) {
+      out += indent + line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + w;
+  }
+  if (!line.empty()) out += indent + line + "\n";
+  return out;
+}
+
 const char* role_name(role r) {
   switch (r) {
     case role::subject:
@@ -289,7 +304,7 @@ std::string render_table(const std::vector<group_summary>& groups, const std::st
     if (!g.param_label.empty()) out << ", " << g.param_label;
     out << "  [" << g.unit << ", " << (g.higher_is_better ? "higher" : "lower")
         << " is better; " << g.rounds << " round" << (g.rounds == 1 ? "" : "s") << "]\n";
-    if (!g.note.empty()) out << "  (" << g.note << ")\n";
+    if (!g.note.empty()) out << wrap(g.note, "  | ");
     out << "  " << pad("variant", wv) << pad("median", 10, true) << pad("p25..p75", 22, true)
         << "  " << pad("ratio (per round)", 22) << pad("n", 6, true) << pad("CPU/case", 10, true)
         << pad("peak RSS", 11, true) << "\n";
@@ -322,7 +337,7 @@ std::string render_table(const std::vector<group_summary>& groups, const std::st
                   fmt(metric_median(vs, name2));
         out << "      " << line << "\n";
       }
-      if (!vs.note.empty()) out << "      note: " << vs.note << "\n";
+      if (!vs.note.empty()) out << wrap("note: " + vs.note, "      ");
     }
   }
   out << "\nTargets\n";
