@@ -56,7 +56,9 @@ std::string_view to_string(start_method method) {
   return "unknown";
 }
 
-void init(int, char**) {}
+void init(int, char**) {
+  (void)detail::rt();  // the module state exists before any thread is started
+}
 
 namespace testing {
 void force_pipe_sentinel(bool on) { detail::force_pipe(on); }

@@ -127,13 +127,16 @@ void exit_policy_at_exit() { run_exit_policy(); }
 runtime& rt() {
   runtime* r = the_runtime.load(std::memory_order_acquire);
   if (r) return *r;
-  auto* fresh = new runtime;
-  if (the_runtime.compare_exchange_strong(r, fresh)) {
-    fresh->current = process_access::make_main();
-    return *fresh;
+  // Built completely before it is published: another thread may read it the moment the
+  // exchange succeeds.
+  auto fresh = std::make_unique<runtime>();
+  std::unique_ptr<process> main(process_access::make_main());
+  fresh->current = main.get();
+  if (the_runtime.compare_exchange_strong(r, fresh.get(), std::memory_order_acq_rel)) {
+    (void)main.release();
+    return *fresh.release();
   }
-  delete fresh;
-  return *r;
+  return *r;  // another thread won; ours is discarded
 }
 
 void reset_runtime_in_child(process& self, parent_info parent) {
