@@ -83,6 +83,10 @@ void add_fork_memory_groups(std::vector<group>& out, const options& opt);
 void add_ipc_groups(std::vector<group>& out, const options& opt);
 void add_selftest_groups(std::vector<group>& out, const options& opt);
 
+// fork + pidfd_open, the pidfd awaited by a coroutine through Asio's stream_descriptor: the
+// floor of any Asio-based design, next to which coproc's own costs show.
+case_result asio_raw_fork_start_join(const case_env& env);
+
 // Boost.Process v2 lives in its own translation unit: its headers are the slowest to compile.
 case_result bp2_start_join(const case_env& env);
 

@@ -22,6 +22,8 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -296,7 +298,7 @@ void sleep_then_stamp(shared_stamp* stamp) {
   stamp->t_us = now_us();
 }
 
-void stamp_and_exit(shared_stamp* stamp) {
+[[noreturn]] void stamp_and_exit(shared_stamp* stamp) {
   sleep_then_stamp(stamp);
   ::_exit(0);
 }
@@ -382,6 +384,51 @@ case_result raw_epoll_wakeup(const case_env& env) {
   return r;
 }
 
+// ---------------------------------------------------------------------------------------
+// The floor of any Asio design: a raw fork whose pidfd a coroutine awaits through Asio's
+// stream_descriptor. What coproc adds beyond it is coproc's own cost, not Asio's.
+
+// Forks a child running `child` (which must not return), awaits its pidfd through the reactor,
+// stamps the moment the coroutine resumes, then reaps.
+asio::awaitable<void> fork_and_await(void (*child)(shared_stamp*), shared_stamp* stamp,
+                                     double& resumed) {
+  const pid_t pid = ::fork();
+  if (pid == 0) child(stamp);
+  if (pid < 0) throw_errno("fork");
+  const int fd = pidfd_open(pid);
+  if (fd < 0) throw_errno("pidfd_open");
+  asio::posix::stream_descriptor sentinel(co_await asio::this_coro::executor, fd);
+  co_await sentinel.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
+  resumed = now_us();
+  siginfo_t info{};
+  rusage usage{};
+  if (waitid_pidfd(fd, &info, &usage) == -1) throw_errno("waitid");
+}
+
+[[noreturn]] void exit_at_once(shared_stamp*) { ::_exit(0); }
+
+template <void (*Child)(shared_stamp*), bool Wakeup>
+case_result asio_raw_fork_impl(const case_env& env) {
+  shared_stamp* stamp = map_shared_stamp();
+  asio::io_context ctx(1);
+  case_result r;
+  for (int i = 0; i < env.warmup + env.iterations; ++i) {
+    stamp->t_us = 0;
+    double resumed = 0;
+    std::exception_ptr failure;
+    const double t0 = now_us();
+    asio::co_spawn(ctx, fork_and_await(Child, stamp, resumed),
+                   [&](std::exception_ptr e) { failure = e; });
+    ctx.run();
+    ctx.restart();
+    const double t1 = now_us();
+    if (failure) std::rethrow_exception(failure);
+    if (i >= env.warmup) r.samples.push_back(Wakeup ? resumed - stamp->t_us : t1 - t0);
+  }
+  unmap_shared_stamp(stamp);
+  return r;
+}
+
 // coproc holds two descriptors per awaited child: its pidfd, and the duplicate that a pending
 // async_join registers with the reactor. Where the hard RLIMIT_NOFILE cannot be raised that
 // far, the largest N that fits is measured instead, and the table says so.
@@ -398,6 +445,10 @@ long fitting_n(long wanted, std::string& note) {
 }
 
 }  // namespace
+
+case_result asio_raw_fork_start_join(const case_env& env) {
+  return asio_raw_fork_impl<exit_at_once, false>(env);
+}
 
 void add_async_groups(std::vector<group>& out, const options& opt) {
   const bool s = opt.short_mode;
@@ -464,6 +515,8 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
         {"coproc co_await async_join", role::subject, coproc_wakeup, 5, it, dl},
         {"raw poll() on a pidfd", role::anchor, raw_poll_wakeup, 5, it, dl},
         {"raw epoll_wait() on a pidfd", role::info, raw_epoll_wakeup, 5, it, dl},
+        {"raw fork, co_await Asio stream_descriptor", role::info,
+         asio_raw_fork_impl<stamp_and_exit, true>, 5, it, dl},
         {"coproc co_await, target returns normally", role::info,
          coproc_wakeup_return, 5, it, dl},
     };

@@ -132,6 +132,8 @@ void add_start_join_groups(std::vector<group>& out, const options& opt) {
       {"coproc spawn", role::subject, coproc_spawn, 5, it(50, 20), dl},
       {"coproc forkserver", role::subject, coproc_forkserver, 5, it(100, 40), dl},
       {"raw fork+_exit+waitpid", role::anchor, raw_fork_loop, 20, it(200, 60), dl},
+      {"raw fork, co_await Asio stream_descriptor", role::info, asio_raw_fork_start_join, 20,
+       it(200, 60), dl},
       {"raw posix_spawn(bench-noop)+waitpid", role::anchor, posix_spawn_loop, 10, it(100, 40),
        dl},
       {"Boost.Process v2 (bench-noop, async_wait)", role::anchor, bp2_start_join, 10,

@@ -23,7 +23,7 @@ set multiplot layout 2,2 title "coproc benchmarks (medians; boxes or points with
 # Draws an empty panel with a note: call with the panel's title.
 empty_panel(t) = sprintf("set title \"%s\"; unset xlabel; unset ylabel; unset logscale; unset key; unset tics; unset grid; set label 99 \"not measured in this run\" at graph 0.5,0.5 center; plot [0:1][0:1] NaN notitle; unset label 99; set tics; set border", t)
 
-reset_panel = "unset logscale; unset xlabel; unset ylabel; set autoscale; set xtics norotate; set grid ytics mytics xtics; set key top left"
+reset_panel = "unset logscale; unset xlabel; unset ylabel; set autoscale; set offsets 0, 0, 0, 0; set xtics norotate; set grid ytics mytics xtics; set key top left"
 
 # Latency per method: the figures span three decades, hence the log scale.
 eval reset_panel
@@ -35,6 +35,7 @@ if (have_latency) {
   set style fill solid 0.6 border -1
   set boxwidth 0.6
   set xtics rotate by 30 right
+  set offsets 0.6, 0.6, 0, 0
   unset key
   plot datadir."/latency.dat" using 1:3:4:5:(0.3):xtic(2) with boxerrorbars lc rgb "#4878a8" notitle
 } else { eval empty_panel(t) }
@@ -46,6 +47,7 @@ if (have_fanout) {
   set xlabel "N (children alive at once, log scale)"
   set ylabel "microseconds per child"
   set logscale x
+  set offsets graph 0.05, graph 0.05, 0, 0
   set yrange [0:*]
   plot datadir."/fanout.dat" using 1:2:3:4 with yerrorlines lw 2 title "coproc start + co_await async_join", \
        ""                   using 1:5:6:7 with yerrorlines lw 2 title "raw fork+pidfd_open+epoll"
@@ -58,6 +60,7 @@ if (have_fork_memory) {
   set xlabel "MiB of touched memory in the parent (log scale)"
   set ylabel "microseconds"
   set logscale x 2
+  set offsets graph 0.05, graph 0.05, 0, 0
   set yrange [0:*]
   plot datadir."/fork_memory.dat" using 1:2:3:4 with yerrorlines lw 2 title "coproc fork", \
        ""                         using 1:5:6:7 with yerrorlines lw 2 title "raw fork+_exit+waitpid", \
@@ -72,7 +75,8 @@ if (have_wakeup) {
   set yrange [0:*]
   set style fill solid 0.6 border -1
   set boxwidth 0.6
-  set xtics rotate by 20 right
+  set xtics rotate by 30 right
+  set offsets 0.6, 0.6, 0, 0
   unset key
   plot datadir."/wakeup.dat" using 1:3:4:5:(0.3):xtic(2) with boxerrorbars lc rgb "#6a9a58" notitle
 } else { eval empty_panel(t) }
