@@ -33,10 +33,15 @@ using boost::system::error_code;
 
 namespace {
 
-// One pending join. It owns a duplicate of the sentinel (so any number of joins, on any
-// number of io_contexts, can watch the same child, and close() of the process object does not
-// pull the descriptor from under the reactor), a deadline timer for the timed form, and a
-// back-off timer for the pipe fallback, whose EOF comes a moment before the child is reapable.
+// One pending join. It registers the child's sentinel with the reactor, a deadline timer for
+// the timed form, and a back-off timer for the pipe fallback, whose EOF comes a moment before
+// the child is reapable.
+//
+// The sentinel itself is registered (one descriptor per awaited child, as a raw epoll loop
+// needs): the operation holds the child_state, which owns the descriptor, so close() of the
+// process object cannot close it under the reactor. Only when the same reactor already
+// watches it (a second join on the same io_context: epoll refuses the same descriptor twice)
+// does the operation register a duplicate of its own.
 //
 // Every step runs on the handler's executor (the waits are bound to it), under `mutex_`: an
 // io_context run by several threads, a cancellation signal and the destructor of the process
@@ -56,9 +61,11 @@ class join_op final : public join_waiter,
         handler_ex_(asio::get_associated_executor(handler_, asio::system_executor())) {}
 
   ~join_op() override {
-    // The duplicate is recorded for forked children to close: release it from the reactor,
-    // then close it through the record.
-    if (descriptor_.is_open()) close_recorded(descriptor_.release());
+    // Take the descriptor back from the reactor without closing it: the sentinel belongs to
+    // the child_state; a duplicate is closed through the record of coproc's descriptors.
+    if (!descriptor_.is_open()) return;
+    const int fd = descriptor_.release();
+    if (owns_duplicate_) close_recorded(fd);
   }
 
   void start(std::optional<std::chrono::nanoseconds> timeout) {
@@ -68,12 +75,17 @@ class join_op final : public join_waiter,
       asio::post(io_, asio::bind_executor(handler_ex_, [self] { self->finish_now(); }));
       return;
     }
-    owned_fd dup = owned_fd::create([&] { return ::fcntl(state_->sentinel(), F_DUPFD_CLOEXEC, 0); });
-    if (!dup) throw_errno("dup of sentinel");
     error_code ec;
-    descriptor_.assign(dup.get(), ec);
-    if (ec) throw boost::system::system_error(ec, "register sentinel");
-    (void)dup.release();  // the descriptor object owns it now; the destructor closes it
+    descriptor_.assign(state_->sentinel(), ec);
+    if (ec) {
+      owned_fd dup =
+          owned_fd::create([&] { return ::fcntl(state_->sentinel(), F_DUPFD_CLOEXEC, 0); });
+      if (!dup) throw_errno("dup of sentinel");
+      descriptor_.assign(dup.get(), ec);
+      if (ec) throw boost::system::system_error(ec, "register sentinel");
+      (void)dup.release();  // closed by the destructor
+      owns_duplicate_ = true;
+    }
 
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.template emplace<canceller>(this->weak_from_this());
@@ -238,6 +250,7 @@ class join_op final : public join_waiter,
   bool done_ = false;
   bool aborted_ = false;
   bool cancelled_ = false;
+  bool owns_duplicate_ = false;
 };
 
 template <class Signature>
