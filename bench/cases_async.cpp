@@ -459,8 +459,8 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
     std::chrono::seconds deadline;
   };
   const std::vector<fan> fans = {
-      {1, 20, s ? 100 : 300, s ? 3 : 5, std::chrono::seconds(60)},
-      {100, 1, s ? 5 : 10, s ? 3 : 5, std::chrono::seconds(60)},
+      {1, 20, s ? 100 : 200, s ? 3 : 7, std::chrono::seconds(60)},
+      {100, 1, s ? 5 : 7, s ? 3 : 7, std::chrono::seconds(60)},
       {1000, 0, s ? 1 : 2, s ? 2 : 5, std::chrono::seconds(120)},
       {10000, 0, 1, 3, std::chrono::seconds(300)},
   };
@@ -508,8 +508,8 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
     g.title = "wake-up latency: child's last instruction -> waiter resumes";
     g.unit = "us";
     g.anchor = "raw poll() on a pidfd";
-    g.rounds = s ? 3 : 5;
-    const int it = s ? 40 : 150;
+    g.rounds = s ? 3 : 9;
+    const int it = s ? 40 : 100;
     const std::chrono::seconds dl(60);
     g.variants = {
         {"coproc co_await async_join", role::subject, coproc_wakeup, 5, it, dl},

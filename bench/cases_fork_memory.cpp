@@ -39,7 +39,7 @@ void add_fork_memory_groups(std::vector<group>& out, const options& opt) {
   };
   // Fewer iterations where each start costs more; the short mode leaves out 1 GiB, whose
   // set-up alone (touching 262,144 pages per case) would take a good part of its minute.
-  const std::vector<size> sizes = {{64, s ? 20 : 60}, {256, s ? 10 : 30}, {1024, 15}};
+  const std::vector<size> sizes = {{64, s ? 20 : 40}, {256, s ? 10 : 20}, {1024, 10}};
   for (const auto& sz : sizes) {
     group g;
     g.id = "fork_memory";
@@ -48,7 +48,7 @@ void add_fork_memory_groups(std::vector<group>& out, const options& opt) {
     g.param_label = std::to_string(sz.mib) + " MiB";
     g.unit = "us";
     g.anchor = "raw fork+_exit+waitpid";
-    g.rounds = s ? 2 : 3;
+    g.rounds = s ? 2 : 5;
     if (s && sz.mib > 256) g.skip = "short mode; the default run measures it";
     const std::chrono::seconds dl(180);
     g.variants = {

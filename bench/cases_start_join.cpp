@@ -126,21 +126,23 @@ void add_start_join_groups(std::vector<group>& out, const options& opt) {
   g.title = "start+join of a no-op child, one at a time";
   g.unit = "us";
   g.anchor = "raw fork+_exit+waitpid";
-  g.rounds = s ? 3 : 7;
+  // Many short rounds rather than a few long ones: a burst of other work on the machine then
+  // spoils one pair of cases, not a seventh of the samples.
+  g.rounds = s ? 3 : 11;
   g.variants = {
-      {"coproc fork", role::subject, coproc_fork, 20, it(200, 60), dl},
-      {"coproc spawn", role::subject, coproc_spawn, 5, it(50, 20), dl},
-      {"coproc forkserver", role::subject, coproc_forkserver, 5, it(100, 40), dl},
-      {"raw fork+_exit+waitpid", role::anchor, raw_fork_loop, 20, it(200, 60), dl},
+      {"coproc fork", role::subject, coproc_fork, 20, it(120, 60), dl},
+      {"coproc spawn", role::subject, coproc_spawn, 5, it(40, 20), dl},
+      {"coproc forkserver", role::subject, coproc_forkserver, 5, it(60, 40), dl},
+      {"raw fork+_exit+waitpid", role::anchor, raw_fork_loop, 20, it(120, 60), dl},
       {"raw fork, co_await Asio stream_descriptor", role::info, asio_raw_fork_start_join, 20,
-       it(200, 60), dl},
-      {"raw posix_spawn(bench-noop)+waitpid", role::anchor, posix_spawn_loop, 10, it(100, 40),
+       it(120, 60), dl},
+      {"raw posix_spawn(bench-noop)+waitpid", role::anchor, posix_spawn_loop, 10, it(60, 40),
        dl},
       {"Boost.Process v2 (bench-noop, async_wait)", role::anchor, bp2_start_join, 10,
-       it(100, 40), dl},
-      {"Python multiprocessing fork", role::anchor, python_fork, 5, it(60, 20), dl},
-      {"Python multiprocessing forkserver", role::anchor, python_forkserver, 5, it(40, 15), dl},
-      {"Python multiprocessing spawn", role::anchor, python_spawn, 2, it(15, 6), dl},
+       it(60, 40), dl},
+      {"Python multiprocessing fork", role::anchor, python_fork, 5, it(40, 20), dl},
+      {"Python multiprocessing forkserver", role::anchor, python_forkserver, 5, it(25, 15), dl},
+      {"Python multiprocessing spawn", role::anchor, python_spawn, 2, it(10, 6), dl},
   };
   out.push_back(std::move(g));
 }

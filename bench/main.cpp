@@ -177,6 +177,17 @@ void mkdirs(const std::string& path) {
   }
 }
 
+// A group with fewer rounds than the run takes its turns spread over the run (first round,
+// last round and evenly between), so that each group samples the whole run's conditions.
+// Returns the group's own round number for this run-wide round, or 0 when it sits this out.
+int local_round(int round, int max_rounds, int rounds) {
+  if (rounds >= max_rounds) return round <= rounds ? round : 0;
+  if (rounds == 1) return round == 1 ? 1 : 0;
+  for (int k = 1; k <= rounds; ++k)
+    if (1 + (k - 1) * (max_rounds - 1) / (rounds - 1) == round) return k;
+  return 0;
+}
+
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: coproc-bench [--short] [--rounds N] [--only ID[,ID...]] [--results DIR]\n"
@@ -329,22 +340,23 @@ int main(int argc, char** argv) {
     if (!::isatty(STDERR_FILENO)) std::fprintf(stderr, "round %d of %d\n", round, max_rounds);
     for (std::size_t gi = 0; gi < groups.size() && !interrupted; ++gi) {
       const auto& g = groups[gi];
-      if (round > g.rounds || !g.skip.empty()) continue;
+      const int local = local_round(round, max_rounds, g.rounds);
+      if (local == 0 || !g.skip.empty()) continue;
       const std::size_t nv = g.variants.size();
       for (std::size_t k = 0; k < nv && !interrupted; ++k) {
-        const std::size_t vi = (k + static_cast<std::size_t>(round - 1)) % nv;
+        const std::size_t vi = (k + static_cast<std::size_t>(local - 1)) % nv;
         auto& vs = results[gi].variants[vi];
         // A variant that reported "skipped" (not built yet, no Python) is not asked again.
         if (!vs.records.empty() && vs.records.back().status == outcome::skipped) {
           prog.set_total(--planned);
           continue;
         }
-        const std::string label = "round " + std::to_string(round) + "/" +
+        const std::string label = "round " + std::to_string(local) + "/" +
                                   std::to_string(g.rounds) + "  " + g.id +
                                   (g.param_label.empty() ? "" : " " + g.param_label) + ": " +
                                   g.variants[vi].name;
         prog.begin(++done, label);
-        case_record rec = run_case(g, g.variants[vi], opt, round, log_fd, prog);
+        case_record rec = run_case(g, g.variants[vi], opt, local, log_fd, prog);
         if (rec.status == outcome::killed || rec.status == outcome::failed)
           prog.line("  " + g.id + " " + g.param_label + " / " + g.variants[vi].name + ": " +
                     rec.message);
