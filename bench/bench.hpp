@@ -116,12 +116,9 @@ int wait_exit(pid_t pid);
 // Runs the Python anchors script with `args` and collects the samples and metrics it prints.
 case_result run_python(const case_env& env, const std::vector<std::string>& args);
 
-// Makes room for `need` descriptors (raising the hard limit too when allowed). Returns an
-// empty string, or why it could not.
-std::string raise_nofile(std::size_t need);
-// The most descriptors this process may have (the hard RLIMIT_NOFILE, raised at start-up
-// where the process is allowed to).
-std::size_t nofile_hard_limit();
+// Raises RLIMIT_NOFILE towards `want` (the hard limit too, where the process may), and
+// returns the soft limit it got.
+std::size_t raise_nofile(std::size_t want);
 
 // Heap bytes in use (malloc's view) and resident set size, for memory-per-child figures.
 std::size_t heap_in_use() noexcept;

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <exception>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <coproc/coproc.hpp>
@@ -37,6 +38,18 @@ namespace asio = boost::asio;
 // Descriptors a case needs besides its children's: standard streams, the log, the result
 // pipe, the go pipe, the reactor's epoll and eventfd descriptors.
 constexpr std::size_t fd_slack = 64;
+
+// Room for N awaited children. A raw loop holds one descriptor per child; coproc is given
+// room for two (a pidfd and, should it keep one, a duplicate for the reactor), or what the
+// hard limit allows. Running out is reported with the limit, never hidden.
+std::size_t room_for_children(std::size_t n, std::size_t per_child) {
+  return raise_nofile(per_child * n + fd_slack);
+}
+
+case_result out_of_descriptors(const std::system_error& e, std::size_t limit, std::size_t n) {
+  return failed(std::string(e.what()) + " while starting " + std::to_string(n) +
+                " children with RLIMIT_NOFILE at " + std::to_string(limit));
+}
 
 // glibc 2.36's <sys/pidfd.h> lacks extern "C" and its waitid() takes no rusage: go direct.
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0u)); }
@@ -92,8 +105,7 @@ asio::awaitable<void> start_and_await(coproc::process& p, long& exited_ok) {
 
 case_result coproc_fanout(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  // Each child: its pidfd, and the duplicate a pending async_join registers.
-  if (auto why = raise_nofile(2 * n + fd_slack); !why.empty()) return skipped(why);
+  const std::size_t limit = room_for_children(n, 2);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -118,7 +130,14 @@ case_result coproc_fanout(const case_env& env) {
     const std::size_t handlers = ctx.run();
     const long sw1 = voluntary_switches();
     const double t2 = now_us();
-    if (failure) std::rethrow_exception(failure);
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::system_error& e) {
+        if (e.code().value() == EMFILE) return out_of_descriptors(e, limit, n);
+        throw;
+      }
+    }
     if (static_cast<std::size_t>(ok) != n)
       return failed(std::to_string(n - static_cast<std::size_t>(ok)) + " children failed");
     if (rep < env.warmup) continue;
@@ -193,7 +212,7 @@ struct raw_children {
 
 case_result raw_fanout(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  if (auto why = raise_nofile(n + fd_slack); !why.empty()) return skipped(why);
+  (void)room_for_children(n, 1);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -228,7 +247,7 @@ case_result raw_fanout(const case_env& env) {
 
 case_result coproc_memory(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  if (auto why = raise_nofile(2 * n + fd_slack); !why.empty()) return skipped(why);
+  const std::size_t limit = room_for_children(n, 2);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -238,13 +257,18 @@ case_result coproc_memory(const case_env& env) {
     const std::size_t rss0 = resident_bytes();
     std::vector<coproc::process> procs;
     procs.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      auto& p = procs.emplace_back(wait_for_go, go.r, go.w);
-      p.start();
-      // The lightest handler that still runs on our io_context: a callback bound to it.
-      p.async_join(asio::bind_executor(ctx, [&ok](boost::system::error_code ec, int code) {
-        if (!ec && code == 0) ++ok;
-      }));
+    try {
+      for (std::size_t i = 0; i < n; ++i) {
+        auto& p = procs.emplace_back(wait_for_go, go.r, go.w);
+        p.start();
+        // The lightest handler that still runs on our io_context: a callback bound to it.
+        p.async_join(asio::bind_executor(ctx, [&ok](boost::system::error_code ec, int code) {
+          if (!ec && code == 0) ++ok;
+        }));
+      }
+    } catch (const std::system_error& e) {
+      if (e.code().value() == EMFILE) return out_of_descriptors(e, limit, n);
+      throw;
     }
     const std::size_t heap1 = heap_in_use();
     const std::size_t rss1 = resident_bytes();
@@ -263,7 +287,7 @@ case_result coproc_memory(const case_env& env) {
 
 case_result raw_memory(const case_env& env) {
   const auto n = static_cast<std::size_t>(env.param);
-  if (auto why = raise_nofile(n + fd_slack); !why.empty()) return skipped(why);
+  (void)room_for_children(n, 1);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
@@ -429,21 +453,6 @@ case_result asio_raw_fork_impl(const case_env& env) {
   return r;
 }
 
-// coproc holds two descriptors per awaited child: its pidfd, and the duplicate that a pending
-// async_join registers with the reactor. Where the hard RLIMIT_NOFILE cannot be raised that
-// far, the largest N that fits is measured instead, and the table says so.
-long fitting_n(long wanted, std::string& note) {
-  const std::size_t hard = nofile_hard_limit();
-  const auto need = 2 * static_cast<std::size_t>(wanted) + fd_slack;
-  if (need <= hard) return wanted;
-  const long fit = static_cast<long>((hard - fd_slack) / 2 / 100 * 100);
-  note = "N=" + std::to_string(wanted) + " asked for; coproc needs 2 descriptors per awaited " +
-         "child (" + std::to_string(need) + " in all) and the hard RLIMIT_NOFILE is " +
-         std::to_string(hard) + " here (raising it needs CAP_SYS_RESOURCE): both variants run at N=" +
-         std::to_string(fit) + ".";
-  return fit;
-}
-
 }  // namespace
 
 case_result asio_raw_fork_start_join(const case_env& env) {
@@ -468,7 +477,7 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
     group g;
     g.id = "fanout";
     g.title = "N children alive at once, all awaited on one thread: cost per child";
-    g.param = fitting_n(f.n, g.note);
+    g.param = f.n;
     g.param_label = "N=" + std::to_string(g.param);
     g.unit = "us/child";
     g.anchor = "raw fork+pidfd_open+epoll loop";
@@ -487,7 +496,7 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
     group g;
     g.id = "memory";
     g.title = "parent memory per awaited child (RSS growth; heap growth below)";
-    g.param = fitting_n(s ? 1000 : 10000, g.note);
+    g.param = s ? 1000 : 10000;
     g.param_label = "N=" + std::to_string(g.param);
     if (s) g.note = "short mode measures N=1000; the default run measures N=10000";
     g.unit = "bytes/child";

@@ -249,8 +249,8 @@ int main(int argc, char** argv) {
   opt.gnuplot_script = std::string(BENCH_SOURCE_DIR) + "/plot.gp";
   if (opt.results_dir.empty()) opt.results_dir = "bench-results";
 
-  // Room for 10,000 awaited children (two descriptors each) where this process may raise its
-  // hard limit; the cases inherit it. Where it may not, the groups measure what fits.
+  // Room for 10,000 awaited children where this process may raise its hard limit; the cases
+  // inherit it (and raise their soft limit to it).
   (void)raise_nofile(2 * 10000 + 64);
 
   std::vector<group> groups;

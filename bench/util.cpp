@@ -114,24 +114,19 @@ case_result run_python(const case_env& env, const std::vector<std::string>& args
   return r;
 }
 
-std::string raise_nofile(std::size_t need) {
+std::size_t raise_nofile(std::size_t want) {
   rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) == -1) return std::strerror(errno);
-  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= need) return {};
-  rlimit want = lim;
-  want.rlim_cur = need;
-  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < need) want.rlim_max = need;
-  if (::setrlimit(RLIMIT_NOFILE, &want) == 0) return {};
-  // Raising the hard limit needs CAP_SYS_RESOURCE, and nr_open caps it.
-  return "needs " + std::to_string(need) + " descriptors; RLIMIT_NOFILE is " +
-         std::to_string(lim.rlim_cur) + " (hard " + std::to_string(lim.rlim_max) +
-         ") and raising it failed: " + std::strerror(errno);
-}
-
-std::size_t nofile_hard_limit() {
-  rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) == -1) return 1024;
-  return lim.rlim_max == RLIM_INFINITY ? std::size_t{1} << 20 : lim.rlim_max;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == -1) return 0;
+  if (lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= want) return lim.rlim_cur;
+  rlimit more = lim;
+  more.rlim_cur = want;
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < want) more.rlim_max = want;
+  if (::setrlimit(RLIMIT_NOFILE, &more) == 0) return want;
+  // Raising the hard limit needs CAP_SYS_RESOURCE (and nr_open caps it): take what there is.
+  more = lim;
+  more.rlim_cur = lim.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &more) == 0) return lim.rlim_max;
+  return lim.rlim_cur;
 }
 
 std::size_t heap_in_use() noexcept {
