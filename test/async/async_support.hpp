@@ -1,0 +1,145 @@
+// Helpers shared by the async test suites: running an io_context with a hang guard, children
+// that end when released, coroutines that join and record what they saw.
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <exception>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/error_code.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
+
+#include "helpers.hpp"
+
+namespace async_test {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using namespace std::chrono_literals;
+using coproc_test::test_pipe;
+using coproc_test::wait_for_release;
+
+// Runs `ioc` on this thread until it runs out of work. More than `guard` means a hang (a join
+// that never completes): the test fails instead of waiting for meson's timeout.
+inline void run_guarded(asio::io_context& ioc, std::chrono::seconds guard = 60s) {
+  ioc.restart();
+  ioc.run_for(guard);
+  BOOST_REQUIRE_MESSAGE(ioc.stopped(), "the io_context still had work after " << guard.count()
+                                                                              << " s: a hang");
+}
+
+// Runs `ioc` on this thread until `done()`; fails the test if the io_context runs out of work
+// first (nothing left that could make it true) or after `guard` (a hang). Other threads may
+// run the io_context at the same time (keep it busy with a work guard then).
+template <class Pred>
+void run_until(asio::io_context& ioc, Pred done, std::chrono::seconds guard = 60s) {
+  if (ioc.stopped()) ioc.restart();
+  const auto end = std::chrono::steady_clock::now() + guard;
+  while (!done()) {
+    BOOST_REQUIRE_MESSAGE(std::chrono::steady_clock::now() < end,
+                          "no result after " << guard.count() << " s: a hang");
+    ioc.run_one_for(100ms);
+    BOOST_REQUIRE_MESSAGE(done() || !ioc.stopped(), "the io_context ran out of work first");
+  }
+}
+
+// A co_spawn completion handler: an exception escaping the coroutine leaves io_context::run()
+// and fails the test.
+struct rethrow {
+  void operator()(std::exception_ptr e) const {
+    if (e) std::rethrow_exception(e);
+  }
+};
+
+// A child that waits until `release`'s write end is closed (in the parent), then exits with
+// `code`. It never ends on its own before that, so a join started before the release is truly
+// pending, and a child that ends with `code` was not signalled.
+inline coproc::process released_child(test_pipe& release, int code) {
+  return coproc::process([&release, code] {
+    wait_for_release(release);
+    coproc::exit(code);
+  });
+}
+
+// Waits (without reaping) until the child `pid` has ended.
+inline void wait_until_ended(pid_t pid) {
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) == -1 && errno == EINTR) {
+  }
+}
+
+// True while the child `pid` has not ended (it may be reaped or not; nothing is reaped here).
+inline bool still_running(pid_t pid) {
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == -1) return false;
+  return info.si_pid == 0;
+}
+
+// What one join saw.
+struct join_result {
+  int calls = 0;
+  error_code ec;
+  std::optional<int> code;
+  std::thread::id thread;
+};
+
+// co_awaits p.async_join and records the result (an error as an error code, not an exception).
+inline asio::awaitable<void> join_into(coproc::process& p, join_result& out) {
+  auto [ec, code] = co_await p.async_join(asio::as_tuple(asio::use_awaitable));
+  ++out.calls;
+  out.ec = ec;
+  if (!ec) out.code = code;
+  out.thread = std::this_thread::get_id();
+}
+
+// The same with a timeout: out.code stays nullopt when the timeout passed first.
+inline asio::awaitable<void> timed_join_into(coproc::process& p, std::chrono::milliseconds timeout,
+                                             join_result& out) {
+  auto [ec, code] = co_await p.async_join(timeout, asio::as_tuple(asio::use_awaitable));
+  ++out.calls;
+  out.ec = ec;
+  out.code = code;
+  out.thread = std::this_thread::get_id();
+}
+
+// A callback that records into `out`.
+struct record {
+  join_result* out;
+  void operator()(error_code ec, int code) const {
+    ++out->calls;
+    out->ec = ec;
+    if (!ec) out->code = code;
+    out->thread = std::this_thread::get_id();
+  }
+  void operator()(error_code ec, std::optional<int> code) const {
+    ++out->calls;
+    out->ec = ec;
+    out->code = code;
+    out->thread = std::this_thread::get_id();
+  }
+};
+
+// Raises the soft limit on open descriptors to the hard limit; returns the new soft limit.
+inline rlim_t raise_descriptor_limit() {
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  return lim.rlim_cur;
+}
+
+}  // namespace async_test

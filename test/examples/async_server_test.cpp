@@ -1,0 +1,407 @@
+// The async server example (examples/async_server.cpp), driven as a real program by real
+// clients over loopback: jobs that crash and overrun their deadline while other connections
+// keep being served, many connections at once, shutdown by `quit` and by signals, and the
+// client and demo modes the tour runs.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include "helpers.hpp"
+
+#ifndef COPROC_ASYNC_SERVER
+#error "COPROC_ASYNC_SERVER must name the example program (test/examples/meson.build)"
+#endif
+
+using namespace std::chrono_literals;
+using std::chrono::steady_clock;
+
+namespace {
+
+const char* const server_program = COPROC_ASYNC_SERVER;
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(std::exchange(fd, -1));
+}
+
+// Reads one line from `fd` (without the '\n'); nullopt at end of stream. Fails the test after
+// `guard` (a hang).
+std::optional<std::string> read_line(int fd, std::string& buffer, std::chrono::seconds guard) {
+  const auto deadline = steady_clock::now() + guard;
+  for (;;) {
+    if (const auto nl = buffer.find('\n'); nl != std::string::npos) {
+      std::string line = buffer.substr(0, nl);
+      buffer.erase(0, nl + 1);
+      return line;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
+    BOOST_REQUIRE_MESSAGE(left.count() > 0, "no line after " << guard.count() << " s: a hang");
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    buffer.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// The example program, started with `args`, its stdout on a pipe (its stderr is the test's).
+class program {
+ public:
+  explicit program(std::vector<std::string> args, const std::string& input = {}) {
+    BOOST_REQUIRE_MESSAGE(::access(server_program, X_OK) == 0,
+                          server_program << " is missing: build the examples (ninja)");
+    int out[2], in[2];
+    BOOST_REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    BOOST_REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t actions;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    ::posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+    args.insert(args.begin(), server_program);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, server_program, &actions, nullptr, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    ::close(in[0]);
+    out_ = out[0];
+    BOOST_REQUIRE_MESSAGE(rc == 0, "posix_spawn: " << std::strerror(rc));
+    // Its standard input: `input`, then end of stream.
+    for (std::size_t done = 0; done < input.size();) {
+      const ssize_t n = ::write(in[1], input.data() + done, input.size() - done);
+      BOOST_REQUIRE(n > 0);
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(in[1]);
+  }
+  ~program() {
+    if (pid_ > 0 && !status_) {
+      ::kill(pid_, SIGKILL);
+      int st;
+      ::waitpid(pid_, &st, 0);
+    }
+    close_fd(out_);
+  }
+  program(const program&) = delete;
+  program& operator=(const program&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  std::optional<std::string> read_line(std::chrono::seconds guard = 60s) {
+    return ::read_line(out_, buffer_, guard);
+  }
+
+  // The exit status in Python's convention (>= 0: exit code, -N: signal N); nullopt if the
+  // program still runs after `guard`.
+  std::optional<int> wait(std::chrono::milliseconds guard = 30'000ms) {
+    const auto deadline = steady_clock::now() + guard;
+    while (!status_) {
+      int st = 0;
+      const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+      if (r == pid_) {
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+        break;
+      }
+      if (steady_clock::now() >= deadline) return std::nullopt;
+      std::this_thread::sleep_for(2ms);
+    }
+    return status_;
+  }
+
+  // The pids of its children (from /proc/<pid>/stat: the fourth field is the parent's pid).
+  std::vector<pid_t> children() const {
+    std::vector<pid_t> out;
+    DIR* d = ::opendir("/proc");
+    while (dirent* e = d ? ::readdir(d) : nullptr) {
+      if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+      std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
+      std::string stat;
+      std::getline(in, stat);
+      const auto close_paren = stat.rfind(')');  // the command name may contain anything
+      if (close_paren == std::string::npos) continue;
+      std::istringstream fields(stat.substr(close_paren + 1));
+      char state;
+      pid_t ppid = 0;
+      if (fields >> state >> ppid && ppid == pid_) out.push_back(std::stoi(e->d_name));
+    }
+    if (d) ::closedir(d);
+    return out;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::string buffer_;
+  std::optional<int> status_;
+};
+
+// A server on a free port: started, and its port read from the first line of its stdout.
+struct server {
+  explicit server(std::vector<std::string> extra = {}) : proc(with_port_zero(std::move(extra))) {
+    const auto line = proc.read_line(60s);
+    BOOST_REQUIRE_MESSAGE(line, "the server printed no port");
+    port = static_cast<std::uint16_t>(std::stoi(*line));
+    BOOST_REQUIRE(port != 0);
+  }
+  static std::vector<std::string> with_port_zero(std::vector<std::string> extra) {
+    extra.insert(extra.begin(), "0");
+    return extra;
+  }
+  program proc;
+  std::uint16_t port = 0;
+};
+
+// A client connection over loopback: one request line, one answer line.
+class client {
+ public:
+  explicit client(std::uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    BOOST_REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE_MESSAGE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0,
+                          "connect: " << std::strerror(errno));
+  }
+  ~client() { close_fd(fd_); }
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+
+  void send(const std::string& line) {
+    const std::string data = line + "\n";
+    for (std::size_t done = 0; done < data.size();) {
+      const ssize_t n = ::send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+      BOOST_REQUIRE_MESSAGE(n > 0, "send: " << std::strerror(errno));
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  std::optional<std::string> receive(std::chrono::seconds guard = 60s) { return read_line(fd_, buffer_, guard); }
+  std::string ask(const std::string& line) {
+    send(line);
+    auto answer = receive();
+    BOOST_REQUIRE_MESSAGE(answer, "the server closed the connection instead of answering '" << line << "'");
+    return *answer;
+  }
+  // True if an answer (or end of stream) is waiting now.
+  bool has_answer() {
+    if (buffer_.find('\n') != std::string::npos) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// The value of `key=` in an answer (e.g. ms=1003 -> 1003); -1 if absent.
+long field(const std::string& answer, const std::string& key) {
+  const auto at = answer.find(" " + key + "=");
+  if (at == std::string::npos) return -1;
+  return std::stol(answer.substr(at + key.size() + 2));
+}
+
+// The server's children once some exist (polled, with a hang guard).
+std::vector<pid_t> wait_for_children(const program& p) {
+  for (int i = 0; i < 30'000; ++i) {
+    auto kids = p.children();
+    if (!kids.empty()) return kids;
+    std::this_thread::sleep_for(1ms);
+  }
+  return {};
+}
+
+const std::vector<std::string> thread_counts = {"1", "4"};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(example_async_server)
+
+BOOST_AUTO_TEST_CASE(prints_its_port_first_and_answers_each_job_with_result_and_exit_status) {
+  server s({"--deadline", "20000"});
+  client c(s.port);
+  BOOST_TEST(c.ask("fib 20").starts_with("fib 20 -> ok result=6765 exitcode=0 ms="));
+  BOOST_TEST(c.ask("exit 7").starts_with("exit 7 -> exited exitcode=7 ms="));
+  BOOST_TEST(c.ask("exit 0").starts_with("exit 0 -> ok exitcode=0 ms="));
+  BOOST_TEST(c.ask("crash").starts_with("crash -> crashed signal=SIGSEGV exitcode=-11 ms="));
+  BOOST_TEST(c.ask("abort").starts_with("abort -> crashed signal=SIGABRT exitcode=-6 ms="));
+  BOOST_TEST(c.ask("throw").starts_with("throw -> exited exitcode=1 ms="));
+  BOOST_TEST(c.ask("sleep 10").starts_with("sleep 10 -> ok exitcode=0 ms="));
+  const auto killed = c.ask("sleep 60000 within 200");
+  BOOST_TEST(killed.starts_with("sleep 60000 within 200 -> killed deadline=200ms exitcode=-9 ms="), killed);
+  BOOST_TEST(field(killed, "ms") >= 200);
+  BOOST_TEST(field(killed, "ms") < 20000);
+  c.send("quit");
+  BOOST_TEST(c.receive() == "quit -> bye");
+  BOOST_TEST(s.proc.wait() == 0);
+}
+
+BOOST_DATA_TEST_CASE(a_crash_and_an_overrun_while_another_connection_is_served,
+                     boost::unit_test::data::make(thread_counts), threads) {
+  // A job that overruns the deadline is in flight on one connection; meanwhile another
+  // connection gets its answers, a crash and a (shorter) overrun among them. The slow answer
+  // must come after all of them, and only once its deadline has passed.
+  server s({"--threads", threads, "--deadline", "5000"});
+  client slow(s.port), fast(s.port);
+  const auto t0 = steady_clock::now();
+  slow.send("sleep 60000");
+  BOOST_TEST(fast.ask("fib 22").starts_with("fib 22 -> ok result=17711 exitcode=0"));
+  BOOST_TEST(fast.ask("crash").starts_with("crash -> crashed signal=SIGSEGV exitcode=-11"));
+  BOOST_TEST(fast.ask("exit 3").starts_with("exit 3 -> exited exitcode=3"));
+  const auto short_overrun = fast.ask("sleep 60000 within 100");
+  BOOST_TEST(short_overrun.starts_with("sleep 60000 within 100 -> killed deadline=100ms exitcode=-9"), short_overrun);
+  BOOST_TEST(fast.ask("nonsense").starts_with("nonsense -> error unknown job 'nonsense'"));
+  BOOST_TEST(fast.ask("fib 10").starts_with("fib 10 -> ok result=55 exitcode=0"));
+  const bool slow_answered_early = slow.has_answer();
+  const auto fast_done = steady_clock::now() - t0;
+  // Only meaningful if the fast connection finished before the slow deadline; with 5 s to
+  // spare on a loaded machine it does, and if not, the message says why.
+  BOOST_TEST(!slow_answered_early, "the slow job was answered before the fast connection finished ("
+                                       << std::chrono::duration_cast<std::chrono::milliseconds>(fast_done).count()
+                                       << " ms)");
+  const auto slow_answer = slow.receive();
+  const auto slow_at = steady_clock::now() - t0;
+  BOOST_REQUIRE(slow_answer);
+  BOOST_TEST(slow_answer->starts_with("sleep 60000 -> killed deadline=5000ms exitcode=-9"), *slow_answer);
+  BOOST_TEST(field(*slow_answer, "ms") >= 5000);
+  BOOST_TEST((slow_at >= 5000ms));
+  BOOST_TEST((slow_at < 50s));  // killed at the deadline, not after the job's 60 s
+  // Both connections still work.
+  BOOST_TEST(slow.ask("exit 4").starts_with("exit 4 -> exited exitcode=4"));
+  fast.send("quit");
+  BOOST_TEST(fast.receive() == "quit -> bye");
+  BOOST_TEST(s.proc.wait() == 0);
+}
+
+BOOST_DATA_TEST_CASE(many_connections_are_served_at_once, boost::unit_test::data::make(thread_counts),
+                     threads) {
+  // 16 connections each start a 1 s job at once: served one after another they would take
+  // 16 s; served concurrently, about 1 s. Each also gets its own answer back.
+  constexpr int n = 16;
+  server s({"--threads", threads, "--deadline", "30000"});
+  std::vector<std::unique_ptr<client>> clients;
+  for (int i = 0; i < n; ++i) clients.push_back(std::make_unique<client>(s.port));
+  const auto t0 = steady_clock::now();
+  for (auto& c : clients) c->send("sleep 1000");
+  for (int i = 0; i < n; ++i) {
+    const auto answer = clients[static_cast<std::size_t>(i)]->receive();
+    BOOST_REQUIRE(answer);
+    BOOST_TEST(answer->starts_with("sleep 1000 -> ok exitcode=0"), *answer);
+  }
+  const auto elapsed = steady_clock::now() - t0;
+  BOOST_TEST((elapsed < 8s), "16 one-second jobs took "
+                                 << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
+  // Every connection gets its own answers: distinct requests, sent all at once.
+  for (int i = 0; i < n; ++i) clients[static_cast<std::size_t>(i)]->send("exit " + std::to_string(i));
+  for (int i = 0; i < n; ++i) {
+    const auto answer = clients[static_cast<std::size_t>(i)]->receive();
+    BOOST_REQUIRE(answer);
+    BOOST_TEST(answer->starts_with("exit " + std::to_string(i) + " -> "), *answer);
+    BOOST_TEST(field(*answer, "exitcode") == i);
+  }
+  clients[0]->send("quit");
+  BOOST_TEST(clients[0]->receive() == "quit -> bye");
+  BOOST_TEST(s.proc.wait() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(requests_on_one_connection_are_answered_in_order) {
+  // Pipelined: all sent before any answer is read.
+  server s;
+  client c(s.port);
+  std::string batch;
+  for (int i = 0; i < 20; ++i) c.send(i % 2 ? "exit " + std::to_string(i) : "fib " + std::to_string(i));
+  for (int i = 0; i < 20; ++i) {
+    const auto answer = c.receive();
+    BOOST_REQUIRE(answer);
+    const std::string want = i % 2 ? "exit " + std::to_string(i) + " -> " : "fib " + std::to_string(i) + " -> ok";
+    BOOST_TEST(answer->starts_with(want), *answer);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_requests_get_an_error_and_the_connection_stays_usable) {
+  server s;
+  client c(s.port);
+  BOOST_TEST(c.ask("fib").starts_with("fib -> error fib takes one number"));
+  BOOST_TEST(c.ask("fib 93").starts_with("fib 93 -> error bad number '93'"));
+  BOOST_TEST(c.ask("fib -1").starts_with("fib -1 -> error bad number"));
+  BOOST_TEST(c.ask("crash 3").starts_with("crash 3 -> error crash takes no argument"));
+  BOOST_TEST(c.ask("sleep 10 within x").starts_with("sleep 10 within x -> error bad deadline 'x'"));
+  BOOST_TEST(c.ask("exit 256").starts_with("exit 256 -> error bad number"));
+  BOOST_TEST(c.ask("").starts_with(" -> error empty request"));
+  BOOST_TEST(c.ask("exit 5").starts_with("exit 5 -> exited exitcode=5"));
+}
+
+BOOST_AUTO_TEST_CASE(quit_stops_the_server_and_closes_every_connection) {
+  server s;
+  client idle(s.port), other(s.port);
+  BOOST_TEST(other.ask("exit 0").starts_with("exit 0 -> ok"));
+  other.send("quit");
+  BOOST_TEST(other.receive() == "quit -> bye");
+  BOOST_TEST(!idle.receive(30s));  // end of stream, not an answer
+  BOOST_TEST(s.proc.wait() == 0);
+}
+
+BOOST_DATA_TEST_CASE(a_signal_stops_the_server_and_kills_the_job_in_flight,
+                     boost::unit_test::data::make({SIGTERM, SIGINT}), sig) {
+  server s({"--deadline", "60000"});
+  client busy(s.port);
+  busy.send("sleep 60000");
+  const auto kids = wait_for_children(s.proc);
+  BOOST_REQUIRE_MESSAGE(kids.size() == 1u, "the job's child did not appear");
+  const auto t0 = steady_clock::now();
+  BOOST_REQUIRE(::kill(s.proc.pid(), sig) == 0);
+  // Exits 0 promptly: the job's child was killed and joined (had it been left running, the
+  // program's exit would have waited the full minute for it).
+  BOOST_TEST(s.proc.wait(30'000ms) == 0);
+  BOOST_TEST((steady_clock::now() - t0 < 30s));
+  BOOST_TEST(!busy.receive(30s));  // the connection was closed without an answer
+  BOOST_TEST((::kill(kids[0], 0) == -1 && errno == ESRCH), "the job's child " << kids[0] << " survived");
+}
+
+BOOST_AUTO_TEST_CASE(client_mode_sends_each_line_and_prints_each_answer) {
+  server s;
+  program c({"--client", "127.0.0.1", std::to_string(s.port)}, "fib 15\nexit 9\ncrash\n");
+  BOOST_TEST(c.read_line().value_or("").starts_with("fib 15 -> ok result=610 exitcode=0"));
+  BOOST_TEST(c.read_line().value_or("").starts_with("exit 9 -> exited exitcode=9"));
+  BOOST_TEST(c.read_line().value_or("").starts_with("crash -> crashed signal=SIGSEGV exitcode=-11"));
+  BOOST_TEST(!c.read_line());
+  BOOST_TEST(c.wait() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(demo_mode_runs_the_tour_and_exits_zero) {
+  program demo({"--demo"});
+  std::string all;
+  while (auto line = demo.read_line()) all += *line + "\n";
+  BOOST_TEST(demo.wait() == 0, all);
+  BOOST_TEST(contains(all, "[slow] < sleep 3000 -> killed deadline=500ms exitcode=-9"), all);
+  BOOST_TEST(contains(all, "[fast] < crash -> crashed signal=SIGSEGV exitcode=-11"), all);
+  BOOST_TEST(contains(all, "demo: all answers as expected"), all);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
