@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -131,12 +132,51 @@ std::string read_all(const std::string& file) {
   return s;
 }
 
-// The three load averages, without the run-queue and last-pid fields.
-std::string load_average() {
-  std::istringstream in(read_all("/proc/loadavg"));
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
+// The machine's CPU time so far, from the first line of /proc/stat, in seconds.
+struct cpu_times {
+  double busy = 0, total = 0, steal = 0;
+};
+
+cpu_times machine_cpu() {
+  std::istringstream in(read_all("/proc/stat"));
+  std::string tag;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                     steal = 0;
+  in >> tag >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  const auto hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  cpu_times t;
+  t.busy = static_cast<double>(user + nice + system + irq + softirq) / hz;
+  t.steal = static_cast<double>(steal) / hz;
+  t.total = static_cast<double>(user + nice + system + idle + iowait + irq + softirq + steal) / hz;
+  return t;
+}
+
+// CPU time of the harness and of everything it reaped (every case child, which reaped its own).
+double own_cpu() {
+  double s = 0;
+  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage u{};
+    ::getrusage(who, &u);
+    s += static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  }
+  return s;
+}
+
+// What other work took from the machine while the harness ran: the figures' spread comes
+// from there. The load average would not say it: the fan-outs make 10,000 processes
+// runnable at once and inflate it themselves.
+std::string other_work(const cpu_times& before, double own_before) {
+  const cpu_times after = machine_cpu();
+  const double total = after.total - before.total;
+  if (total <= 0) return "unknown";
+  const double others = std::max(0.0, (after.busy - before.busy) - (own_cpu() - own_before));
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "other processes used %.0f%% of the machine's CPU time during the run; "
+                "hypervisor steal %.1f%%",
+                100 * others / total, 100 * (after.steal - before.steal) / total);
+  return buf;
 }
 
 std::string machine_description(const options& opt, const std::string& python_version) {
@@ -302,7 +342,8 @@ int main(int argc, char** argv) {
                             0644);
   if (log_fd < 0) throw_errno(("open " + log_path).c_str());
 
-  const std::string load_before = load_average();
+  const cpu_times cpu_before = machine_cpu();
+  const double own_before = own_cpu();
   const std::string machine = machine_description(opt, python_version);
   std::fprintf(stderr, "%s\n", machine.c_str());
   install_interrupt_handlers();
@@ -368,9 +409,7 @@ int main(int argc, char** argv) {
   const double elapsed_s = (now_us() - t_start) / 1e6;
 
   summarize_all(results);
-  // Other work on the machine shows in the spread; the load average says how much there was.
-  const std::string machine_and_load = machine + "\nload average (1, 5, 15 min) before: " +
-                                       load_before + "; after: " + load_average();
+  const std::string machine_and_load = machine + "\n" + other_work(cpu_before, own_before);
   std::string table = render_table(results, machine_and_load);
   char tail[160];
   std::snprintf(tail, sizeof tail, "\n%s after %.0f s (%zu cases).\n",

@@ -181,10 +181,7 @@ void summarize_all(std::vector<group_summary>& groups) {
         auto it = anchor->round_median.find(round);
         if (it != anchor->round_median.end()) per_round.push_back(med / it->second);
       }
-      if (!per_round.empty()) {
-        vs.ratio_lo = *std::min_element(per_round.begin(), per_round.end());
-        vs.ratio_hi = *std::max_element(per_round.begin(), per_round.end());
-      }
+      vs.paired = summarize(per_round);
     }
   }
 }
@@ -300,10 +297,10 @@ std::vector<verdict> evaluate_targets(const std::vector<group_summary>& gs) {
 std::string render_table(const std::vector<group_summary>& groups, const std::string& machine) {
   std::ostringstream out;
   out << machine << "\n";
-  out << "Medians over all samples of all rounds; IQR = p25..p75; ratio = median / the anchor's\n"
-         "median, with the range of the per-round ratios (each round runs A and B side by\n"
-         "side) in brackets. CPU/case = user+system time of a case child and what it reaped;\n"
-         "peak RSS = the largest of those processes.\n";
+  out << "Medians over all samples of all rounds; IQR = p25..p75. Ratio = median / the anchor's\n"
+         "median, then the paired per-round ratios (each round runs A and B back to back):\n"
+         "their median [p25..p75]. CPU/case = user+system time of a case child and what it\n"
+         "reaped; peak RSS = the largest of those processes.\n";
   const std::size_t wv = 44;
   for (const auto& gs : groups) {
     const auto& g = *gs.g;
@@ -313,7 +310,7 @@ std::string render_table(const std::vector<group_summary>& groups, const std::st
         << " is better; " << g.rounds << " round" << (g.rounds == 1 ? "" : "s") << "]\n";
     if (!g.note.empty()) out << wrap(g.note, "  | ");
     out << "  " << pad("variant", wv) << pad("median", 10, true) << pad("p25..p75", 22, true)
-        << "  " << pad("ratio (per round)", 22) << pad("n", 6, true) << pad("CPU/case", 10, true)
+        << "  " << pad("ratio  paired [IQR]", 26) << pad("n", 6, true) << pad("CPU/case", 10, true)
         << pad("peak RSS", 11, true) << "\n";
     for (const auto& vs : gs.variants) {
       std::string name = vs.v->name;
@@ -326,15 +323,16 @@ std::string render_table(const std::vector<group_summary>& groups, const std::st
       std::string ratio;
       if (vs.ratio) {
         ratio = fmt_ratio(*vs.ratio);
-        if (vs.ratio_lo && name.find("[anchor]") == std::string::npos)
-          ratio += " (" + fmt(*vs.ratio_lo) + ".." + fmt(*vs.ratio_hi) + ")";
+        if (vs.paired && name.find("[anchor]") == std::string::npos)
+          ratio += "  " + fmt(vs.paired->median) + " [" + fmt(vs.paired->p25) + ".." +
+                   fmt(vs.paired->p75) + "]";
       }
       char rss[32];
       std::snprintf(rss, sizeof rss, "%.1f MiB", static_cast<double>(vs.peak_rss_kib) / 1024);
       char cpu[32];
       std::snprintf(cpu, sizeof cpu, "%.2f s", vs.cpu_per_case_s);
       out << pad(fmt(vs.s->median), 10, true)
-          << pad(fmt(vs.s->p25) + ".." + fmt(vs.s->p75), 22, true) << "  " << pad(ratio, 22)
+          << pad(fmt(vs.s->p25) + ".." + fmt(vs.s->p75), 22, true) << "  " << pad(ratio, 26)
           << pad(std::to_string(vs.s->n), 6, true) << pad(cpu, 10, true) << pad(rss, 11, true)
           << "\n";
       if (!vs.metrics.empty()) {
@@ -357,7 +355,8 @@ void write_csv(const std::string& path, const std::vector<group_summary>& groups
   std::ofstream f(path);
   if (!f) throw std::runtime_error("cannot write " + path);
   f << "group,param,title,variant,role,figure,unit,median,p25,p75,min,max,n,rounds_ok,"
-       "ratio_to_anchor,ratio_round_min,ratio_round_max,anchor,status,cpu_per_case_s,"
+       "ratio_to_anchor,paired_ratio_median,paired_ratio_p25,paired_ratio_p75,"
+       "paired_ratio_min,paired_ratio_max,anchor,status,cpu_per_case_s,"
        "peak_rss_kib\n";
   for (const auto& gs : groups) {
     const auto& g = *gs.g;
@@ -373,14 +372,19 @@ void write_csv(const std::string& path, const std::vector<group_summary>& groups
         << csv_num(vs.s ? std::optional(vs.s->min) : std::nullopt) << ","
         << csv_num(vs.s ? std::optional(vs.s->max) : std::nullopt) << ","
         << (vs.s ? std::to_string(vs.s->n) : "") << "," << vs.round_median.size() << ","
-        << csv_num(vs.ratio) << "," << csv_num(vs.ratio_lo) << "," << csv_num(vs.ratio_hi) << ","
+        << csv_num(vs.ratio) << ","
+        << csv_num(vs.paired ? std::optional(vs.paired->median) : std::nullopt) << ","
+        << csv_num(vs.paired ? std::optional(vs.paired->p25) : std::nullopt) << ","
+        << csv_num(vs.paired ? std::optional(vs.paired->p75) : std::nullopt) << ","
+        << csv_num(vs.paired ? std::optional(vs.paired->min) : std::nullopt) << ","
+        << csv_num(vs.paired ? std::optional(vs.paired->max) : std::nullopt) << ","
         << csv_field(g.anchor) << "," << csv_field(status.empty() ? "not run" : status) << ","
         << csv_num(vs.cpu_per_case_s) << "," << vs.peak_rss_kib << "\n";
       for (const auto& [name, values] : vs.metrics) {
         const auto s = summarize(values);
         f << head << csv_field(name) << ",," << csv_num(s->median) << "," << csv_num(s->p25)
           << "," << csv_num(s->p75) << "," << csv_num(s->min) << "," << csv_num(s->max) << ","
-          << s->n << "," << vs.round_median.size() << ",,,," << csv_field(g.anchor)
+          << s->n << "," << vs.round_median.size() << ",,,,,,," << csv_field(g.anchor)
           << ",ok,,\n";
       }
     }

@@ -30,7 +30,8 @@ struct variant_summary {
   bool skipped_only = false;
   double cpu_per_case_s = 0;  // median over rounds of user + system time
   std::size_t peak_rss_kib = 0;
-  std::optional<double> ratio, ratio_lo, ratio_hi;  // to the group's anchor
+  std::optional<double> ratio;   // median / the anchor's median
+  std::optional<stats> paired;   // the per-round ratios (medians of the same round)
 };
 
 struct group_summary {
