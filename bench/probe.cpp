@@ -1,0 +1,120 @@
+// coproc-probe: one loop at a time, with nothing else in the process, for `perf stat` and
+// `perf record` (the harness runs many variants in one program, which a profile cannot tell
+// apart). docs/performance.md uses it to show where coproc's time goes.
+//
+//   coproc-probe start-join coproc|raw [count]     start+join of a no-op child, `count` times
+//   coproc-probe live-children coproc|raw K [count]  the same while K other children are alive
+//                                                    and awaited (coproc: async_join pending)
+//
+// Prints the median latency in microseconds. Example:
+//   perf stat -e task-clock,page-faults build/bench/coproc-probe start-join coproc 2000
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <coproc/coproc.hpp>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "bench.hpp"
+
+namespace {
+
+void noop() {}
+
+void wait_for_go(int go_r, int go_w) {
+  ::close(go_w);
+  char c;
+  while (::read(go_r, &c, 1) == -1 && errno == EINTR) {
+  }
+}
+
+double start_join_once(bool coproc_way) {
+  const double t0 = bench::now_us();
+  if (coproc_way) {
+    coproc::process p(noop);
+    p.start();
+    p.join();
+  } else {
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    bench::wait_exit(pid);
+  }
+  return bench::now_us() - t0;
+}
+
+[[noreturn]] void usage() {
+  std::fprintf(stderr,
+               "usage: coproc-probe start-join coproc|raw [count]\n"
+               "       coproc-probe live-children coproc|raw K [count]\n");
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  coproc::init(argc, argv);
+  if (argc < 3) usage();
+  const std::string what = argv[1];
+  const bool coproc_way = std::strcmp(argv[2], "coproc") == 0;
+  if (!coproc_way && std::strcmp(argv[2], "raw") != 0) usage();
+  long live = 0;
+  int count_arg = 3;
+  if (what == "live-children") {
+    if (argc < 4) usage();
+    live = std::atol(argv[3]);
+    count_arg = 4;
+  } else if (what != "start-join") {
+    usage();
+  }
+  const long count = argc > count_arg ? std::atol(argv[count_arg]) : 1000;
+
+  bench::raise_nofile(static_cast<std::size_t>(2 * live + 64));
+  int go[2];
+  if (::pipe(go) == -1) bench::throw_errno("pipe");
+  boost::asio::io_context ctx(1);
+  std::vector<coproc::process> kids;
+  std::vector<pid_t> raw_kids;
+  kids.reserve(static_cast<std::size_t>(live));
+  for (long i = 0; i < live; ++i) {
+    if (coproc_way) {
+      auto& p = kids.emplace_back(wait_for_go, go[0], go[1]);
+      p.start();
+      p.async_join(boost::asio::bind_executor(ctx, [](boost::system::error_code, int) {}));
+    } else {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        wait_for_go(go[0], go[1]);
+        ::_exit(0);
+      }
+      raw_kids.push_back(pid);
+      // The raw loop's descriptor per child, as the harness's raw anchor holds it.
+      if (::syscall(SYS_pidfd_open, pid, 0u) < 0) bench::throw_errno("pidfd_open");
+    }
+  }
+
+  std::vector<double> t;
+  t.reserve(static_cast<std::size_t>(count));
+  for (long i = 0; i < count; ++i) t.push_back(start_join_once(coproc_way));
+  std::sort(t.begin(), t.end());
+  std::printf("%s %s live=%ld: median %.1f us over %ld\n", what.c_str(), argv[2], live,
+              t[t.size() / 2], count);
+
+  ::close(go[1]);
+  if (coproc_way) {
+    ctx.run();
+  } else {
+    for (pid_t pid : raw_kids) bench::wait_exit(pid);
+  }
+  return 0;
+}
