@@ -5,11 +5,17 @@
 //   coproc-probe start-join coproc|raw [count]     start+join of a no-op child, `count` times
 //   coproc-probe live-children coproc|raw K [count]  the same while K other children are alive
 //                                                    and awaited (coproc: async_join pending)
+//   coproc-probe wakeup coproc|coproc-join|asio-raw|raw [count]
+//       a child stamps CLOCK_MONOTONIC as its last act and _exits; the parent stamps again when
+//       it resumes: coproc with co_await async_join, coproc with the blocking join(), a raw
+//       fork awaited by an Asio coroutine, a raw fork awaited by poll()
 //
 // Prints the median latency in microseconds. Example:
 //   perf stat -e task-clock,page-faults build/bench/coproc-probe start-join coproc 2000
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,8 +29,14 @@
 
 #include <coproc/coproc.hpp>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "bench.hpp"
 
@@ -53,10 +65,72 @@ double start_join_once(bool coproc_way) {
   return bench::now_us() - t0;
 }
 
+// ---------------------------------------------------------------------------------------
+// Wake-up: which part of coproc's wake-up is the wait, and which the child.
+
+namespace asio = boost::asio;
+
+[[noreturn]] void stamp_and_exit(bench::shared_stamp* stamp) {
+  timespec d{0, 2'000'000};  // long enough for the parent to be asleep in its wait
+  while (::nanosleep(&d, &d) == -1 && errno == EINTR) {
+  }
+  stamp->t_us = bench::now_us();
+  ::_exit(0);
+}
+
+asio::awaitable<void> await_coproc(coproc::process& p, double& resumed) {
+  p.start();
+  co_await p.async_join(asio::use_awaitable);
+  resumed = bench::now_us();
+}
+
+asio::awaitable<void> await_raw(int pidfd, double& resumed) {
+  asio::posix::stream_descriptor d(co_await asio::this_coro::executor, pidfd);
+  co_await d.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
+  resumed = bench::now_us();
+  (void)d.release();  // the caller reaps and closes
+}
+
+double wakeup_once(const std::string& how, bench::shared_stamp* stamp, asio::io_context& ctx) {
+  double resumed = 0;
+  stamp->t_us = 0;
+  if (how == "coproc" || how == "coproc-join") {
+    coproc::process p(stamp_and_exit, stamp);
+    if (how == "coproc") {
+      asio::co_spawn(ctx, await_coproc(p, resumed), asio::detached);
+      ctx.run();
+      ctx.restart();
+    } else {
+      p.start();
+      p.join();
+      resumed = bench::now_us();
+    }
+  } else {
+    const pid_t pid = ::fork();
+    if (pid == 0) stamp_and_exit(stamp);
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0u));
+    if (fd < 0) bench::throw_errno("pidfd_open");
+    if (how == "raw") {
+      pollfd w{fd, POLLIN, 0};
+      while (::poll(&w, 1, -1) == -1 && errno == EINTR) {
+      }
+      resumed = bench::now_us();
+    } else {
+      asio::co_spawn(ctx, await_raw(fd, resumed), asio::detached);
+      ctx.run();
+      ctx.restart();
+    }
+    bench::wait_exit(pid);
+    ::close(fd);
+  }
+  return resumed - stamp->t_us;
+}
+
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: coproc-probe start-join coproc|raw [count]\n"
-               "       coproc-probe live-children coproc|raw K [count]\n");
+               "       coproc-probe live-children coproc|raw K [count]\n"
+               "       coproc-probe wakeup coproc|coproc-join|asio-raw|raw [count]\n");
   std::exit(2);
 }
 
@@ -66,6 +140,22 @@ int main(int argc, char** argv) {
   coproc::init(argc, argv);
   if (argc < 3) usage();
   const std::string what = argv[1];
+  if (what == "wakeup") {
+    const std::string how = argv[2];
+    if (how != "coproc" && how != "coproc-join" && how != "asio-raw" && how != "raw") usage();
+    const long count = argc > 3 ? std::atol(argv[3]) : 200;
+    bench::shared_stamp* stamp = bench::map_shared_stamp();
+    asio::io_context ctx(1);
+    std::vector<double> t;
+    for (long i = 0; i < count + 10; ++i) {
+      const double v = wakeup_once(how, stamp, ctx);
+      if (i >= 10) t.push_back(v);  // the first ones fault the code in
+    }
+    std::sort(t.begin(), t.end());
+    std::printf("wakeup %s: median %.1f us over %ld\n", how.c_str(), t[t.size() / 2], count);
+    bench::unmap_shared_stamp(stamp);
+    return 0;
+  }
   const bool coproc_way = std::strcmp(argv[2], "coproc") == 0;
   if (!coproc_way && std::strcmp(argv[2], "raw") != 0) usage();
   long live = 0;
