@@ -310,7 +310,7 @@ std::string render_table(const std::vector<group_summary>& groups, const std::st
         << " is better; " << g.rounds << " round" << (g.rounds == 1 ? "" : "s") << "]\n";
     if (!g.note.empty()) out << wrap(g.note, "  | ");
     out << "  " << pad("variant", wv) << pad("median", 10, true) << pad("p25..p75", 22, true)
-        << "  " << pad("ratio  paired [IQR]", 26) << pad("n", 6, true) << pad("CPU/case", 10, true)
+        << "  " << pad("ratio  paired [IQR]", 30) << pad("n", 6, true) << pad("CPU/case", 10, true)
         << pad("peak RSS", 11, true) << "\n";
     for (const auto& vs : gs.variants) {
       std::string name = vs.v->name;
@@ -332,7 +332,7 @@ std::string render_table(const std::vector<group_summary>& groups, const std::st
       char cpu[32];
       std::snprintf(cpu, sizeof cpu, "%.2f s", vs.cpu_per_case_s);
       out << pad(fmt(vs.s->median), 10, true)
-          << pad(fmt(vs.s->p25) + ".." + fmt(vs.s->p75), 22, true) << "  " << pad(ratio, 26)
+          << pad(fmt(vs.s->p25) + ".." + fmt(vs.s->p75), 22, true) << "  " << pad(ratio, 30)
           << pad(std::to_string(vs.s->n), 6, true) << pad(cpu, 10, true) << pad(rss, 11, true)
           << "\n";
       if (!vs.metrics.empty()) {
