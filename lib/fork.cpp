@@ -1,5 +1,6 @@
 // The fork start method: Python's popen_fork, with a pidfd for a sentinel.
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -60,9 +61,33 @@ void stdin_to_devnull() noexcept {
   }
 }
 
+// Signals in the child behave as after exec: caught signals back to their default action,
+// ignored ones stay ignored, nothing blocked. A handler installed by the parent belongs to the
+// parent's state: Asio's signal_set handler, for one, writes into a pipe the parent reads, so
+// a child that kept it would swallow terminate() and make the parent's signal_set fire.
+// (Python keeps them: P-49.) The mask is cleared because the thread that was meant to take
+// blocked signals (sigwait) does not exist in the child, and terminate() must work.
+void reset_signals() noexcept {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) == -1) continue;  // not a valid signal number
+    const bool caught = (old.sa_flags & SA_SIGINFO) ? true
+                                                     : old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN;
+    if (!caught) continue;
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(sig, &dfl, nullptr);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+}
+
 [[noreturn]] void child_main(process& self, const child_setup& s) noexcept {
   int code = 1;
   try {
+    reset_signals();
     reset_io_thread_in_child();
     // Other children's sentinels and pipe ends are coproc's, not the target's.
     fds::close_recorded_in_child({s.exit_w, s.alive_r});

@@ -191,6 +191,50 @@ BOOST_AUTO_TEST_CASE(a_thread_holding_a_lock_during_fork_does_not_hang_the_child
   holder.join();
 }
 
+BOOST_AUTO_TEST_CASE(the_child_starts_with_default_signal_actions_and_no_mask) {
+  // A parent's handler belongs to the parent (Asio's signal_set writes into the parent's
+  // pipe): in the child terminate() must end the child, not run the parent's handler.
+  static test_pipe* handler_pipe = nullptr;
+  test_pipe from_handler, report;
+  handler_pipe = &from_handler;
+  struct sigaction catch_it {}, old_term{}, old_usr1{}, old_pipe{};
+  catch_it.sa_handler = [](int) { (void)!::write(handler_pipe->write_fd(), "h", 1); };
+  ::sigaction(SIGTERM, &catch_it, &old_term);
+  ::sigaction(SIGUSR1, &catch_it, &old_usr1);
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ignore, &old_pipe);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR2);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+
+  test_pipe release;
+  coproc::process p([&] {
+    struct sigaction usr1 {}, pipe_action{};
+    ::sigaction(SIGUSR1, nullptr, &usr1);
+    ::sigaction(SIGPIPE, nullptr, &pipe_action);
+    sigset_t mask;
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+    report.write(std::string(usr1.sa_handler == SIG_DFL ? "usr1=default " : "usr1=caught ") +
+                 (pipe_action.sa_handler == SIG_IGN ? "pipe=ignored " : "pipe=not-ignored ") +
+                 (sigismember(&mask, SIGUSR2) ? "usr2=blocked\n" : "usr2=open\n"));
+    wait_for_release(release);
+  });
+  p.start();
+  const std::string line = report.read_line();
+  p.terminate();
+  const int code = p.join();
+  from_handler.close_write();
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  ::sigaction(SIGPIPE, &old_pipe, nullptr);
+  BOOST_TEST(line == "usr1=default pipe=ignored usr2=open");
+  BOOST_TEST(code == -SIGTERM);
+  BOOST_TEST(from_handler.read_all() == "");  // nobody ran the parent's handler
+}
+
 BOOST_AUTO_TEST_CASE(start_failure_leaves_no_child_behind) {
   // Exhaust descriptors so the pidfd (or the fallback's pipes) cannot be created: start()
   // must throw, and no child or zombie may remain.
