@@ -39,7 +39,7 @@ case "$buildtype" in
   *) echo "coproc bench: warning: $builddir is a '$buildtype' build; the figures are unoptimised" >&2 ;;
 esac
 
-if ! log=$(meson compile -C "$builddir" coproc-bench bench-noop 2>&1); then
+if ! log=$(meson compile -C "$builddir" coproc-bench bench-noop coproc-probe 2>&1); then
   echo "$log" >&2
   exit 1
 fi
