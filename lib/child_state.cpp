@@ -95,29 +95,33 @@ bool child_state::try_reap() {
 
 bool child_state::wait(std::optional<std::chrono::steady_clock::time_point> deadline) {
   using namespace std::chrono;
-  if (try_reap()) return true;
+  if (ended()) return true;
+  if (role_ == role::child && kind_ == sentinel_kind::pipe && !deadline) {
+    // Without a pidfd, an unbounded wait does not need the pipe at all (whose EOF a grandchild
+    // holding the write end can delay): waitid(WNOWAIT) waits for the exit itself without
+    // reaping, so concurrent waiters cannot steal the status from each other; the reap still
+    // happens once, under the mutex.
+    siginfo_t info{};
+    if (retry_eintr([&] {
+          return sys_waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT, nullptr);
+        }) == -1 &&
+        errno != ECHILD)
+      throw_errno("waitid");
+    return try_reap();
+  }
   auto backoff = microseconds(50);
   for (;;) {
+    // Poll first: a child that is still running costs one ppoll and one waitid, not an extra
+    // waitid up front.
     if (!wait_readable(sentinel_.get(), deadline)) return try_reap();
     if (try_reap()) return true;
-    // The sentinel is ready but the child cannot be reaped yet. With a pidfd this cannot
-    // happen; with the pipe fallback the write end closes a moment before the child becomes
-    // a zombie (or early, if the child closed it itself).
-    if (!deadline) {
-      siginfo_t info{};
-      // WNOWAIT waits without reaping, so concurrent waiters cannot steal the status from
-      // each other; the reap itself still happens once, under the mutex.
-      if (retry_eintr([&] {
-            return sys_waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT,
-                              nullptr);
-          }) == -1 &&
-          errno != ECHILD)
-        throw_errno("waitid");
-      continue;
-    }
+    // Ready but not reapable: only the pipe fallback, whose write end closes a moment before
+    // the child becomes a zombie (or early, if the child closed it itself).
     const auto now = steady_clock::now();
-    if (now >= *deadline) return try_reap();
-    std::this_thread::sleep_for(std::min<steady_clock::duration>(backoff, *deadline - now));
+    if (deadline && now >= *deadline) return try_reap();
+    auto pause = duration_cast<steady_clock::duration>(backoff);
+    if (deadline) pause = std::min(pause, *deadline - now);
+    std::this_thread::sleep_for(pause);
     backoff = std::min(backoff * 2, microseconds(milliseconds(10)));
   }
 }

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 #include <coproc/process.hpp>
 
@@ -36,26 +37,12 @@ void make_pipe(owned_fd& read_end, owned_fd& write_end) {
   write_end = owned_fd::adopt_recorded(fds[1]);
 }
 
-void flush_std_streams() noexcept {
-  // What is buffered now would otherwise be written twice: once by the parent, once by the
-  // child. Only the standard streams are flushed, as in Python, and the child flushes only
-  // those too, so another FILE's pending data is never duplicated either.
-  try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
-  } catch (...) {
-  }
-  std::fflush(stdout);
-  std::fflush(stderr);
-}
-
+// fd 0 of the child: /dev/null (Python only swaps the sys.stdin object). Opened here rather
+// than once per process, so coproc holds no descriptor of its own between starts.
 void stdin_to_devnull() noexcept {
-  const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  if (fd == STDIN_FILENO) {
-    ::fcntl(fd, F_SETFD, 0);
-  } else {
+  ::close(STDIN_FILENO);
+  const int fd = ::open("/dev/null", O_RDONLY);  // the lowest free number: 0
+  if (fd > STDIN_FILENO) {
     ::dup2(fd, STDIN_FILENO);
     ::close(fd);
   }
@@ -85,15 +72,21 @@ void reset_signals() noexcept {
 }
 
 [[noreturn]] void child_main(process& self, const child_setup& s) noexcept {
+  // The child's module state lives in this frame, which never returns (finish_child ends the
+  // child with _exit, after the exit policy has used it): no allocation, and nothing written
+  // but this frame's stack pages.
+  runtime state;
   int code = 1;
   try {
     reset_signals();
-    reset_io_thread_in_child();
     // Other children's sentinels and pipe ends are coproc's, not the target's.
     fds::close_recorded_in_child({s.exit_w, s.alive_r});
     stdin_to_devnull();
-
-    reset_runtime_in_child(self, {s.parent_pid, s.parent_name, s.pidfd, s.alive_r});
+    state.current = &self;
+    state.in_child = true;
+    state.bootstrap_thread = std::this_thread::get_id();
+    state.parent_of_this = {s.parent_pid, s.parent_name, s.pidfd, s.alive_r};
+    install_child_runtime(state);
     code = run_target(self);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coproc: child set-up failed: %s\n", e.what());
@@ -112,7 +105,7 @@ std::shared_ptr<child_state> fork_start(process& self) {
     make_pipe(exit_r, exit_w);
     make_pipe(alive_r, alive_w);
   }
-  child_setup setup{::getpid(), rt().current->name(), pidfd, exit_w.get(), alive_r.get()};
+  child_setup setup{self_pid(), rt().current->name(), pidfd, exit_w.get(), alive_r.get()};
   flush_std_streams();
 
   pid_t pid;
@@ -155,7 +148,7 @@ namespace coproc {
 void process::start() {
   check_closed();
   if (state_) throw std::logic_error("cannot start a process twice");
-  if (creator_pid_ != ::getpid())
+  if (creator_pid_ != detail::self_pid())
     throw std::logic_error("can only start a process object created by current process");
   if (detail::process_access::daemon(current_process()))
     throw std::logic_error("daemonic processes are not allowed to have children");

@@ -19,6 +19,20 @@ void throw_errno(int err, const char* what) {
   throw std::system_error(err, std::generic_category(), what);
 }
 
+namespace {
+std::atomic<pid_t> cached_pid{0};
+void refresh_pid_in_child() { cached_pid.store(::getpid(), std::memory_order_relaxed); }
+}  // namespace
+
+pid_t self_pid() noexcept {
+  pid_t pid = cached_pid.load(std::memory_order_relaxed);
+  if (pid) return pid;
+  static const bool registered = [] { return ::pthread_atfork(nullptr, nullptr, refresh_pid_in_child) == 0; }();
+  pid = ::getpid();
+  if (registered) cached_pid.store(pid, std::memory_order_relaxed);
+  return pid;
+}
+
 int sys_pidfd_open(pid_t pid) noexcept {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0u));
 }
@@ -61,36 +75,54 @@ bool wait_readable(int fd, std::optional<std::chrono::steady_clock::time_point> 
 // other threads cannot starve start().
 
 namespace {
-pthread_rwlock_t initial_fork_rwlock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
-// Replaced by a fresh lock in a forked child (see reset_in_child); only the child's single
-// thread can observe the change, so a relaxed atomic is enough.
-std::atomic<pthread_rwlock_t*> fork_rwlock{&initial_fork_rwlock};
+// The lock belongs to the process that made it. A forked child finds a lock owned by its parent
+// (copied in whatever state the fork left it, held by a thread id that does not exist here) and
+// makes its own on first use: nothing is written in a child that never needs the lock.
+struct fork_lock_box {
+  pthread_rwlock_t lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+  std::atomic<pid_t> owner{0};  // 0: not claimed yet (the first process to use it claims it)
+};
+fork_lock_box initial_box;
+std::atomic<fork_lock_box*> current_box{&initial_box};
+
+pthread_rwlock_t* fork_lock() noexcept {
+  const pid_t me = self_pid();
+  fork_lock_box* box = current_box.load(std::memory_order_acquire);
+  pid_t owner = box->owner.load(std::memory_order_relaxed);
+  if (owner == me) return &box->lock;
+  if (owner == 0 && box->owner.compare_exchange_strong(owner, me)) return &box->lock;
+  if (owner == me) return &box->lock;
+  auto* fresh = new (std::nothrow) fork_lock_box;
+  if (!fresh) {
+    // Without a lock of its own the child would deadlock at its first coproc descriptor.
+    static const char msg[] = "coproc: out of memory in a forked child\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+    ::_exit(255);
+  }
+  fresh->owner.store(me, std::memory_order_relaxed);
+  if (current_box.compare_exchange_strong(box, fresh, std::memory_order_acq_rel)) {
+    keep_forever(box);  // the parent's copy: never unlocked, never freed
+    return &fresh->lock;
+  }
+  delete fresh;  // another thread of this child won
+  return &box->lock;
+}
 }  // namespace
 
-shared_fork_lock::shared_fork_lock() noexcept : lock_(fork_rwlock.load(std::memory_order_relaxed)) {
-  ::pthread_rwlock_rdlock(lock_);
-}
+shared_fork_lock::shared_fork_lock() noexcept : lock_(fork_lock()) { ::pthread_rwlock_rdlock(lock_); }
 shared_fork_lock::~shared_fork_lock() { ::pthread_rwlock_unlock(lock_); }
 
-exclusive_fork_lock::exclusive_fork_lock() noexcept
-    : lock_(fork_rwlock.load(std::memory_order_relaxed)) {
+exclusive_fork_lock::exclusive_fork_lock() noexcept : lock_(fork_lock()) {
   ::pthread_rwlock_wrlock(lock_);
 }
 exclusive_fork_lock::~exclusive_fork_lock() {
   if (lock_) ::pthread_rwlock_unlock(lock_);
 }
 void exclusive_fork_lock::reset_in_child() noexcept {
-  // glibc records the writer's thread id and the child's thread has a new one, so unlocking
-  // would take the reader path and corrupt the lock. The copy stays locked and unused; the
-  // child gets a lock of its own (a new object, which thread sanitizers also understand).
-  auto* fresh = new (std::nothrow) pthread_rwlock_t;
-  if (!fresh || ::pthread_rwlock_init(fresh, nullptr) != 0) {
-    // Without a lock of its own the child would deadlock at its first coproc descriptor.
-    static const char msg[] = "coproc: cannot set up the child (out of memory)\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
-    ::_exit(255);
-  }
-  keep_forever(fork_rwlock.exchange(fresh));
+  // glibc records the writer's thread id and the child's thread has a new one: unlocking would
+  // take the reader path and corrupt the lock. The child leaves it alone and gets its own
+  // (fork_lock above) when it first needs one; reinitialising in place would also confuse
+  // ThreadSanitizer, which tracks locks by address.
   lock_ = nullptr;
 }
 
@@ -109,7 +141,6 @@ struct page {
   std::array<std::atomic<std::uint64_t>, words_per_page> words{};
 };
 std::array<std::atomic<page*>, page_count> pages{};
-std::atomic<std::size_t> count{0};
 
 page* page_for(int fd, bool create) noexcept {
   const auto index = static_cast<std::size_t>(fd) / bits_per_page;
@@ -131,7 +162,7 @@ void record(int fd) noexcept {
   if (page* p = page_for(fd, true)) {
     const auto bit = static_cast<std::size_t>(fd) % bits_per_page;
     const auto mask = std::uint64_t{1} << (bit % 64);
-    if (!(p->words[bit / 64].fetch_or(mask, std::memory_order_relaxed) & mask)) ++count;
+    p->words[bit / 64].fetch_or(mask, std::memory_order_relaxed);
   }
 }
 
@@ -140,11 +171,9 @@ void forget(int fd) noexcept {
   if (page* p = page_for(fd, false)) {
     const auto bit = static_cast<std::size_t>(fd) % bits_per_page;
     const auto mask = std::uint64_t{1} << (bit % 64);
-    if (p->words[bit / 64].fetch_and(~mask, std::memory_order_relaxed) & mask) --count;
+    p->words[bit / 64].fetch_and(~mask, std::memory_order_relaxed);
   }
 }
-
-std::size_t recorded_count() noexcept { return count.load(); }
 
 namespace {
 void close_span(unsigned lo, unsigned hi) noexcept {
@@ -177,7 +206,7 @@ void close_recorded_in_child(std::initializer_list<int> keep) noexcept {
       continue;
     }
     for (std::size_t w = 0; w < words_per_page; ++w) {
-      std::uint64_t word = p->words[w].load(std::memory_order_relaxed);
+      const std::uint64_t word = p->words[w].load(std::memory_order_relaxed);
       if (!word) {
         flush();
         continue;
@@ -192,11 +221,11 @@ void close_recorded_in_child(std::initializer_list<int> keep) noexcept {
           flush();
         }
       }
+      // Only words that had bits are written: every page a child writes costs it a fault.
       p->words[w].store(0, std::memory_order_relaxed);
     }
   }
   flush();
-  count = 0;
   for (int k : keep) record(k);
 }
 }  // namespace fds

@@ -19,6 +19,10 @@
 namespace coproc::detail {
 
 [[noreturn]] void throw_errno(int err, const char* what);
+
+// getpid() without a system call: cached, and refreshed by an atfork handler in every child
+// (forked by coproc or not), so it is never stale.
+pid_t self_pid() noexcept;
 [[noreturn]] inline void throw_errno(const char* what) { throw_errno(errno, what); }
 
 template <class F>
@@ -77,8 +81,6 @@ void forget(int fd) noexcept;
 // In a freshly forked child: closes every recorded descriptor except `keep`, then records
 // only `keep`. Lock-free and allocation-free.
 void close_recorded_in_child(std::initializer_list<int> keep) noexcept;
-// How many descriptors are recorded (for tests and diagnostics).
-std::size_t recorded_count() noexcept;
 }  // namespace fds
 
 // A descriptor owned by coproc: recorded while it lives, forgotten and closed together.

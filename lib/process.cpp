@@ -36,7 +36,7 @@ process::process(process_options opts) {
   daemon_ = opts.daemon.value_or(cur.daemon_);
   authkey_ = cur.authkey_;
   method_ = opts.method;
-  creator_pid_ = ::getpid();
+  creator_pid_ = detail::self_pid();
 }
 
 process::process(main_tag)
@@ -56,7 +56,7 @@ process::process(process&& o) noexcept
       daemon_(o.daemon_),
       closed_(o.closed_),
       role_(o.role_) {
-  if (state_ && role_ == role::ordinary && creator_pid_ == ::getpid())
+  if (state_ && role_ == role::ordinary && creator_pid_ == detail::self_pid())
     detail::rt().children.set_owner(*state_, this);
 }
 
@@ -73,7 +73,7 @@ process& process::operator=(process&& o) noexcept {
   daemon_ = o.daemon_;
   closed_ = o.closed_;
   role_ = o.role_;
-  if (state_ && role_ == role::ordinary && creator_pid_ == ::getpid())
+  if (state_ && role_ == role::ordinary && creator_pid_ == detail::self_pid())
     detail::rt().children.set_owner(*state_, this);
   return *this;
 }
@@ -82,7 +82,7 @@ process::~process() { release(); }
 
 void process::release() noexcept {
   if (!state_) return;
-  if (role_ != role::ordinary || creator_pid_ != ::getpid()) {
+  if (role_ != role::ordinary || creator_pid_ != detail::self_pid()) {
     // A copy inherited through fork: its descriptors were closed in this child and their
     // numbers may be reused, so the state must never run its destructor here.
     detail::keep_forever(new (std::nothrow) std::shared_ptr<detail::child_state>(std::move(state_)));
@@ -110,7 +110,7 @@ int process::join() {
     state_->wait(std::nullopt);
     return state_->exitcode();
   }
-  if (creator_pid_ != ::getpid()) misuse("can only join a child process");
+  if (creator_pid_ != detail::self_pid()) misuse("can only join a child process");
   if (!state_) misuse("can only join a started process");
   state_->wait(std::nullopt);
   detail::rt().children.remove(*state_);
@@ -123,7 +123,7 @@ std::optional<int> process::join_for(std::chrono::nanoseconds timeout) {
     state_->wait(deadline_after(timeout));
     return std::nullopt;  // Python's _ParentProcess.join returns None either way
   }
-  if (creator_pid_ != ::getpid()) misuse("can only join a child process");
+  if (creator_pid_ != detail::self_pid()) misuse("can only join a child process");
   if (!state_) misuse("can only join a started process");
   if (!state_->wait(deadline_after(timeout))) return std::nullopt;
   detail::rt().children.remove(*state_);
@@ -134,7 +134,7 @@ bool process::is_alive() {
   check_closed();
   if (is_current()) return true;
   if (role_ == role::parent) return !state_->try_reap();
-  if (creator_pid_ != ::getpid()) misuse("can only test a child process");
+  if (creator_pid_ != detail::self_pid()) misuse("can only test a child process");
   if (!state_) return false;
   if (!state_->try_reap()) return true;
   detail::rt().children.remove(*state_);
@@ -152,7 +152,7 @@ void process::daemon(bool flag) {
 
 std::optional<pid_t> process::pid() const {
   check_closed();
-  if (is_current()) return ::getpid();
+  if (is_current()) return detail::self_pid();
   if (!state_) return std::nullopt;
   return state_->pid();
 }
@@ -161,14 +161,14 @@ std::optional<int> process::exitcode() {
   check_closed();
   // The main process, the current process in a child, a parent watch and copies inherited
   // from our own parent have no exit code to report here (Python: None).
-  if (!state_ || role_ != role::ordinary || creator_pid_ != ::getpid()) return std::nullopt;
+  if (!state_ || role_ != role::ordinary || creator_pid_ != detail::self_pid()) return std::nullopt;
   if (!state_->try_reap()) return std::nullopt;
   return state_->exitcode();
 }
 
 std::optional<exit_status> process::status() {
   check_closed();
-  if (!state_ || role_ != role::ordinary || creator_pid_ != ::getpid()) return std::nullopt;
+  if (!state_ || role_ != role::ordinary || creator_pid_ != detail::self_pid()) return std::nullopt;
   if (!state_->try_reap()) return std::nullopt;
   return state_->status();
 }
@@ -185,7 +185,7 @@ int process::sentinel() const {
 void process::check_signal_target() const {
   check_closed();
   if (!state_ || role_ != role::ordinary) misuse("process not started");
-  if (creator_pid_ != ::getpid()) misuse("can only signal a child process");
+  if (creator_pid_ != detail::self_pid()) misuse("can only signal a child process");
 }
 
 void process::terminate() {
@@ -201,7 +201,7 @@ void process::kill() {
 void process::close() {
   if (closed_ || role_ == role::main) return;  // idempotent; MainProcess.close() is a no-op
   if (state_ && role_ == role::ordinary) {
-    if (creator_pid_ == ::getpid()) {
+    if (creator_pid_ == detail::self_pid()) {
       if (!state_->try_reap())
         misuse(
             "Cannot close a process while it is still running. You should first call join() "
@@ -216,7 +216,7 @@ void process::close() {
 std::shared_ptr<detail::child_state> process::prepare_async_join(bool) {
   check_closed();
   if (role_ == role::parent) return state_;
-  if (creator_pid_ != ::getpid()) misuse("can only join a child process");
+  if (creator_pid_ != detail::self_pid()) misuse("can only join a child process");
   if (!state_) misuse("can only join a started process");
   return state_;
 }
@@ -232,7 +232,7 @@ std::string process::repr() {
     state = "started";
   } else if (closed_) {
     state = "closed";
-  } else if (role_ != role::ordinary || creator_pid_ != ::getpid()) {
+  } else if (role_ != role::ordinary || creator_pid_ != detail::self_pid()) {
     state = "unknown";
   } else if (!state_) {
     state = "initial";

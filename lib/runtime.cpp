@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdio_ext.h>
 #include <cstdlib>
 #include <iostream>
 #include <typeinfo>
@@ -56,6 +57,7 @@ void child_registry::detach(child_state& st) {
 }
 
 void child_registry::sweep_detached() {
+  if (detached_.load(std::memory_order_relaxed) == 0) return;  // no lock: see ensure_exit_policy
   std::lock_guard lock(mutex_);
   if (detached_ == 0) return;
   for (auto it = children_.begin(); it != children_.end();) {
@@ -139,15 +141,9 @@ runtime& rt() {
   return *r;  // another thread won; ours is discarded
 }
 
-void reset_runtime_in_child(process& self, parent_info parent) {
-  // The old state may be locked by a thread that does not exist here: leave it untouched.
-  keep_forever(the_runtime.load(std::memory_order_relaxed));
-  auto* fresh = new runtime;
-  fresh->current = &self;
-  fresh->parent_of_this = std::move(parent);
-  fresh->in_child = true;
-  fresh->bootstrap_thread = std::this_thread::get_id();
-  the_runtime.store(fresh, std::memory_order_release);
+void install_child_runtime(runtime& state) {
+  state.previous = the_runtime.load(std::memory_order_relaxed);
+  the_runtime.store(&state, std::memory_order_release);
 }
 
 namespace {
@@ -204,6 +200,9 @@ std::vector<std::byte> random_authkey() {
 }
 
 void ensure_exit_policy() {
+  // Load first: a compare-exchange writes even when it fails, and every page the parent writes
+  // after a fork costs it a copy-on-write fault while the child lives.
+  if (exit_policy_registered.load(std::memory_order_relaxed)) return;
   bool expected = false;
   if (exit_policy_registered.compare_exchange_strong(expected, true))
     std::atexit(exit_policy_at_exit);
@@ -215,18 +214,21 @@ void run_exit_policy() noexcept {
   if (!r) return;
   try {
     auto children = r->children.snapshot();
+    if (children.empty()) return;  // the common case in a child: nothing to do, nothing to touch
     // Daemonic children first, bounded: SIGTERM, a grace period, then SIGKILL (Python
     // would wait forever for a daemon that ignores SIGTERM).
     std::vector<std::shared_ptr<child_state>> daemons;
     for (auto& st : children)
       if (st->daemon() && !st->try_reap()) daemons.push_back(st);
-    for (auto& st : daemons) st->send_signal(SIGTERM);
-    const auto deadline = steady_clock::now() + daemon_grace;
-    for (auto& st : daemons) st->wait(deadline);
-    for (auto& st : daemons) {
-      if (!st->ended()) {
-        st->send_signal(SIGKILL);
-        st->wait(std::nullopt);
+    if (!daemons.empty()) {
+      for (auto& st : daemons) st->send_signal(SIGTERM);
+      const auto deadline = steady_clock::now() + daemon_grace;
+      for (auto& st : daemons) st->wait(deadline);
+      for (auto& st : daemons) {
+        if (!st->ended()) {
+          st->send_signal(SIGKILL);
+          st->wait(std::nullopt);
+        }
       }
     }
     // Then every other child is joined, including those whose objects were destroyed.
@@ -310,15 +312,40 @@ int run_target(process& self) noexcept {
   }
 }
 
-void finish_child(int code) noexcept {
-  run_exit_policy();
+namespace {
+// Whether a stream buffer holds output. pptr() is protected; a pointer to it formed in a
+// derived class may be applied to any std::streambuf.
+struct pending_output : std::streambuf {
+  static bool in(std::streambuf* b) {
+    if (!b) return false;
+    auto pptr = &pending_output::pptr;
+    auto pbase = &pending_output::pbase;
+    return (b->*pptr)() != (b->*pbase)();
+  }
+};
+
+void flush_if_pending(std::ostream& os) {
+  // The default (synchronised with stdio) buffers of cout, cerr and clog hold nothing: their
+  // output is in stdout's and stderr's FILE buffers.
+  if (pending_output::in(os.rdbuf())) os.flush();
+}
+}  // namespace
+
+void flush_std_streams() noexcept {
   try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
+    flush_if_pending(std::cout);
+    flush_if_pending(std::cerr);
+    flush_if_pending(std::clog);
   } catch (...) {
   }
-  std::fflush(nullptr);
+  // Flushing writes the FILE's lock even when nothing is buffered; look first.
+  if (stdout && __fpending(stdout)) std::fflush(stdout);
+  if (stderr && __fpending(stderr)) std::fflush(stderr);
+}
+
+void finish_child(int code) noexcept {
+  run_exit_policy();
+  flush_std_streams();
   ::_exit(code & 0xFF);
 }
 

@@ -51,7 +51,7 @@ class child_registry {
  private:
   std::mutex mutex_;
   std::list<std::shared_ptr<child_state>> children_;
-  std::size_t detached_ = 0;
+  std::atomic<std::size_t> detached_{0};  // written under mutex_, read without it by start()
 };
 
 // What a child knows about its parent before anybody asks for parent_process().
@@ -74,12 +74,21 @@ struct runtime {
   parent_info parent_of_this;
   std::mutex parent_mutex;
   std::atomic<process*> parent{nullptr};
+
+  runtime* previous = nullptr;  // in a child: the parent's state, abandoned but kept reachable
 };
 
 // The module state of this process (created on first use; replaced in a forked child).
 runtime& rt();
-// In a freshly forked child: a new module state whose current process is `self`.
-void reset_runtime_in_child(process& self, parent_info parent);
+// In a freshly forked child: makes `state` (which must live until the child ends) the module
+// state. The parent's copy may be locked by threads that do not exist here: it is left as is.
+void install_child_runtime(runtime& state);
+
+// Flushes stdout, stderr and the C++ standard streams when they hold output: before a fork,
+// or the child would write the same bytes again, and in a child before it ends. Only those,
+// as in Python: another FILE's buffer holds the parent's unflushed data, which a child must
+// not write a second time.
+void flush_std_streams() noexcept;
 // parent_process(): nullptr in the main program.
 process* parent_watch();
 
@@ -103,7 +112,5 @@ int run_target(process& self) noexcept;
 
 std::shared_ptr<child_state> fork_start(process& self);
 
-// Forgets coproc's I/O thread in a forked child (the thread does not exist there).
-void reset_io_thread_in_child() noexcept;
 
 }  // namespace coproc::detail
