@@ -141,6 +141,7 @@ struct page {
   std::array<std::atomic<std::uint64_t>, words_per_page> words{};
 };
 std::array<std::atomic<page*>, page_count> pages{};
+std::atomic<std::size_t> pages_in_use{0};  // one past the highest page ever allocated
 
 page* page_for(int fd, bool create) noexcept {
   const auto index = static_cast<std::size_t>(fd) / bits_per_page;
@@ -149,7 +150,13 @@ page* page_for(int fd, bool create) noexcept {
   if (p || !create) return p;
   auto* fresh = new (std::nothrow) page;
   if (!fresh) return nullptr;
-  if (pages[index].compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
+  if (pages[index].compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) {
+    std::size_t limit = pages_in_use.load(std::memory_order_relaxed);
+    while (limit < index + 1 &&
+           !pages_in_use.compare_exchange_weak(limit, index + 1, std::memory_order_release)) {
+    }
+    return fresh;
+  }
   delete fresh;
   return p;
 }
@@ -199,7 +206,10 @@ void close_recorded_in_child(std::initializer_list<int> keep) noexcept {
     if (run_start >= 0) close_span(static_cast<unsigned>(run_start), run_end);
     run_start = -1;
   };
-  for (std::size_t pi = 0; pi < page_count; ++pi) {
+  // Only the pages ever used are scanned: the child's cache is cold, and a process with a few
+  // hundred descriptors has one page.
+  const std::size_t limit = pages_in_use.load(std::memory_order_acquire);
+  for (std::size_t pi = 0; pi < limit; ++pi) {
     page* p = pages[pi].load(std::memory_order_acquire);
     if (!p) {
       flush();
