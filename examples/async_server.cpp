@@ -88,14 +88,11 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // The jobs. Each runs in a child process; `out` is the write end of the result pipe.
 
-// The child inherits the parent's signal handlers, including the one asio::signal_set
-// installed: a SIGTERM or SIGINT delivered to the child would be swallowed there and reported
-// to the parent's signal_set. Children take the default action for SIGTERM, and leave Ctrl-C
-// (SIGINT, sent to the whole process group) to the server, which kills them on shutdown.
-void child_signals() {
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGINT, SIG_IGN);
-}
+// coproc starts a child with every caught signal back to its default action (the handler of
+// the server's asio::signal_set is not inherited, so terminate() would end a job). Ctrl-C sends
+// SIGINT to the whole process group, though: the jobs ignore it and leave the shutdown to the
+// server, which kills them itself.
+void child_signals() { std::signal(SIGINT, SIG_IGN); }
 
 void write_all(int fd, std::string_view s) {
   while (!s.empty()) {
@@ -121,8 +118,8 @@ void sleep_job(int, long ms) {
 
 void crash_job(int, long) {
   child_signals();
-  // A sanitizer (ASan) would catch the SIGSEGV and turn it into exit(1); this child wants to
-  // die of it, as a real crash does.
+  // Already the default in a coproc child; said here because a sanitizer's handler (ASan)
+  // would turn the crash into exit(1), and this child is to die of it, as a real crash does.
   std::signal(SIGSEGV, SIG_DFL);
   std::raise(SIGSEGV);
 }
@@ -298,8 +295,10 @@ class server {
 
   void start() {
     asio::co_spawn(strand_, accept_loop(), report_error{"accept loop"});
-    signals_.async_wait([this](boost::system::error_code ec, int) {
-      if (!ec) stop();
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
+      if (ec) return;  // cancelled by stop()
+      std::cerr << "async_server: " << signal_name(sig) << ": stopping\n";
+      stop();
     });
   }
 

@@ -2,17 +2,27 @@
 // clients over loopback: jobs that crash and overrun their deadline while other connections
 // keep being served, many connections at once, shutdown by `quit` and by signals, and the
 // client and demo modes the tour runs.
+//
+// Under the nopidfd test setup the program runs with pidfd_open refused by a seccomp filter,
+// so the server's coproc falls back to the pipe sentinel by itself, as on a kernel or in a
+// container without pidfd.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -27,6 +37,8 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <coproc/testing.hpp>
+
 #include "helpers.hpp"
 
 #ifndef COPROC_ASYNC_SERVER
@@ -39,6 +51,49 @@ using std::chrono::steady_clock;
 namespace {
 
 const char* const server_program = COPROC_ASYNC_SERVER;
+
+// True when this run is the nopidfd setup: the server must not get pidfds either.
+bool pipe_sentinel_setup() { return !coproc::testing::pidfd_sentinels(); }
+
+// The filter that makes pidfd_open fail with ENOSYS; nullptr where it cannot be expressed.
+const sock_fprog* refuse_pidfd_open_filter() {
+#if defined(__x86_64__) || defined(__aarch64__)
+#if defined(__x86_64__)
+  constexpr unsigned arch = AUDIT_ARCH_X86_64;
+#else
+  constexpr unsigned arch = AUDIT_ARCH_AARCH64;
+#endif
+  static sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  static const sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return &prog;
+#else
+  return nullptr;
+#endif
+}
+
+// The pids a process holds pidfds of (from /proc/<pid>/fdinfo).
+std::vector<pid_t> pidfd_targets(pid_t pid) {
+  std::vector<pid_t> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fdinfo";
+  DIR* d = ::opendir(dir.c_str());
+  while (dirent* e = d ? ::readdir(d) : nullptr) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(dir + "/" + e->d_name);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("Pid:", 0) == 0) out.push_back(std::stoi(line.substr(4)));
+  }
+  if (d) ::closedir(d);
+  return out;
+}
 
 void close_fd(int& fd) {
   if (fd >= 0) ::close(std::exchange(fd, -1));
@@ -75,20 +130,27 @@ class program {
     int out[2], in[2];
     BOOST_REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
     BOOST_REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    ::posix_spawn_file_actions_init(&actions);
-    ::posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    ::posix_spawn_file_actions_adddup2(&actions, in[0], 0);
     args.insert(args.begin(), server_program);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, server_program, &actions, nullptr, argv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&actions);
+    const sock_fprog* refuse = pipe_sentinel_setup() ? refuse_pidfd_open_filter() : nullptr;
+    if (pipe_sentinel_setup() && !refuse) BOOST_TEST_MESSAGE("no seccomp filter here: the server keeps its pidfds");
+    // Only system calls between fork and exec (this program may run threads).
+    pid_ = ::fork();
+    BOOST_REQUIRE_MESSAGE(pid_ >= 0, "fork: " << std::strerror(errno));
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      ::dup2(in[0], 0);
+      if (refuse && (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+                     ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, refuse) != 0))
+        ::_exit(126);
+      ::execve(server_program, argv.data(), environ);
+      ::_exit(127);
+    }
     ::close(out[1]);
     ::close(in[0]);
     out_ = out[0];
-    BOOST_REQUIRE_MESSAGE(rc == 0, "posix_spawn: " << std::strerror(rc));
     // Its standard input: `input`, then end of stream.
     for (std::size_t done = 0; done < input.size();) {
       const ssize_t n = ::write(in[1], input.data() + done, input.size() - done);
@@ -374,6 +436,18 @@ BOOST_DATA_TEST_CASE(a_signal_stops_the_server_and_kills_the_job_in_flight,
   busy.send("sleep 60000");
   const auto kids = wait_for_children(s.proc);
   BOOST_REQUIRE_MESSAGE(kids.size() == 1u, "the job's child did not appear");
+  // The server watches its child through a pidfd (it opens it just after the fork: wait
+  // for it), or in the nopidfd setup through a pipe (no pidfd shows up, however long we look).
+  if (!pipe_sentinel_setup() || refuse_pidfd_open_filter()) {
+    const auto look_for = pipe_sentinel_setup() ? 200ms : 10'000ms;
+    bool pidfd = false;
+    for (const auto end = steady_clock::now() + look_for; !pidfd && steady_clock::now() < end;) {
+      const auto watched = pidfd_targets(s.proc.pid());
+      pidfd = std::find(watched.begin(), watched.end(), kids[0]) != watched.end();
+      if (!pidfd) std::this_thread::sleep_for(1ms);
+    }
+    BOOST_TEST(pidfd == !pipe_sentinel_setup());
+  }
   const auto t0 = steady_clock::now();
   BOOST_REQUIRE(::kill(s.proc.pid(), sig) == 0);
   // Exits 0 promptly: the job's child was killed and joined (had it been left running, the
