@@ -10,7 +10,6 @@
 #include <thread>
 
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -22,6 +21,7 @@
 #include <coproc/process.hpp>
 
 #include "io_thread.hpp"
+#include "op_support.hpp"
 #include "runtime.hpp"
 
 namespace coproc::detail {
@@ -88,7 +88,7 @@ class join_op final : public join_waiter,
     }
 
     auto slot = asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) slot.template emplace<canceller>(this->weak_from_this());
+    if (slot.is_connected()) slot.template emplace<cancel_any_type<join_op>>(this->weak_from_this());
     state_->add_waiter(this->weak_from_this());
 
     std::lock_guard lock(mutex_);
@@ -113,18 +113,6 @@ class join_op final : public join_waiter,
   }
 
  private:
-  struct canceller {
-    explicit canceller(std::weak_ptr<join_op> p) : op(std::move(p)) {}
-    std::weak_ptr<join_op> op;
-    void operator()(asio::cancellation_type type) const {
-      // A join has no side effects, so every kind of cancellation may stop it.
-      if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
-                   asio::cancellation_type::total)) == asio::cancellation_type::none)
-        return;
-      if (auto p = op.lock()) p->cancel();
-    }
-  };
-
   void wait_sentinel() {
     auto self = this->shared_from_this();
     descriptor_.async_wait(asio::posix::stream_descriptor::wait_read,
@@ -181,7 +169,7 @@ class join_op final : public join_waiter,
     try {
       ended = state_->try_reap();
     } catch (const std::system_error& e) {
-      finish(lock, error_code(e.code().value(), boost::system::generic_category()));
+      finish(lock, to_error_code(e));
       return true;
     }
     if (!ended) return false;
@@ -196,7 +184,7 @@ class join_op final : public join_waiter,
     try {
       ended = state_->try_reap();
     } catch (const std::system_error& e) {
-      return finish(lock, error_code(e.code().value(), boost::system::generic_category()));
+      return finish(lock, to_error_code(e));
     }
     finish(lock, {}, !ended);
   }
@@ -220,7 +208,7 @@ class join_op final : public join_waiter,
           rt().children.remove(*state_);
         }
       } catch (const std::system_error& e) {
-        ec = error_code(e.code().value(), boost::system::generic_category());
+        ec = to_error_code(e);
       }
     }
     if (ec && ec != asio::error::operation_aborted && state_->lost_errno())

@@ -9,13 +9,13 @@
 #include <stdexcept>
 
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/system_executor.hpp>
 
 #include "io_thread.hpp"
+#include "op_support.hpp"
 #include "posix.hpp"
 
 namespace coproc {
@@ -120,7 +120,7 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
       return;
     }
     auto slot = asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) slot.template emplace<canceller>(weak_from_this());
+    if (slot.is_connected()) slot.template emplace<cancel_any_type<wait_op>>(weak_from_this());
 
     std::lock_guard lock(mutex_);
     for (auto& d : descriptors_)
@@ -140,17 +140,6 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
   }
 
  private:
-  struct canceller {
-    explicit canceller(std::weak_ptr<wait_op> p) : op(std::move(p)) {}
-    std::weak_ptr<wait_op> op;
-    void operator()(asio::cancellation_type type) const {
-      if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
-                   asio::cancellation_type::total)) == asio::cancellation_type::none)
-        return;
-      if (auto p = op.lock()) p->cancel();
-    }
-  };
-
   // Everything ready now, in input order; an object whose descriptor was not open counts as
   // ready, as poll(2)'s POLLNVAL does for the synchronous wait().
   std::vector<waitable> ready_set() const {
@@ -173,14 +162,7 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
     std::unique_lock lock(mutex_);
     if (done_) return;
     if (ec == asio::error::operation_aborted) return finish(lock, ec, {});
-    cancel_all();
-    std::vector<waitable> ready;
-    try {
-      ready = ready_set();
-    } catch (const std::system_error& e) {
-      return finish(lock, error_code(e.code().value(), boost::system::generic_category()), {});
-    }
-    finish(lock, {}, std::move(ready));
+    finish_with_ready(lock);
   }
 
   void on_deadline(error_code ec) {
@@ -192,12 +174,15 @@ class wait_op final : public std::enable_shared_from_this<wait_op> {
 
   void finish_with_ready() {
     std::unique_lock lock(mutex_);
-    if (done_) return;
+    if (!done_) finish_with_ready(lock);
+  }
+
+  void finish_with_ready(std::unique_lock<std::mutex>& lock) {
     std::vector<waitable> ready;
     try {
       ready = ready_set();
     } catch (const std::system_error& e) {
-      return finish(lock, error_code(e.code().value(), boost::system::generic_category()), {});
+      return finish(lock, to_error_code(e), {});
     }
     finish(lock, {}, std::move(ready));
   }

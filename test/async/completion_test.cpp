@@ -16,6 +16,7 @@
 #include "async_support.hpp"
 
 using namespace async_test;
+using coproc_test::expect_misuse;
 
 namespace {
 
@@ -302,18 +303,6 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(async_join_misuse)
 
-// Checks that `f` throws std::logic_error whose what() contains `words`.
-template <class F>
-void expect_misuse(F&& f, const std::string& words) {
-  try {
-    f();
-  } catch (const std::logic_error& e) {
-    BOOST_TEST(std::string(e.what()).find(words) != std::string::npos,
-               "'" << e.what() << "' does not contain '" << words << "'");
-    return;
-  }
-  BOOST_FAIL("no std::logic_error containing '" << words << "'");
-}
 
 BOOST_AUTO_TEST_CASE(misuse_throws_from_the_call_and_never_calls_the_handler) {
   asio::io_context ioc;

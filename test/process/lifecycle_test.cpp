@@ -18,23 +18,12 @@
 #include "helpers.hpp"
 
 using namespace std::chrono_literals;
+using coproc_test::expect_misuse;
 using coproc_test::test_pipe;
 using coproc_test::wait_for_release;
 
 namespace {
 
-// Checks that `f` throws std::logic_error whose what() contains `words`.
-template <class F>
-void expect_misuse(F&& f, const std::string& words) {
-  try {
-    f();
-  } catch (const std::logic_error& e) {
-    BOOST_TEST(std::string(e.what()).find(words) != std::string::npos,
-               "'" << e.what() << "' does not contain '" << words << "'");
-    return;
-  }
-  BOOST_FAIL("no std::logic_error containing '" << words << "'");
-}
 
 
 }  // namespace

@@ -21,7 +21,7 @@
 
 #include <ostream>
 
-#include <boost/test/tools/detail/print_helper.hpp>
+#include <boost/test/unit_test.hpp>
 
 extern char** environ;
 
@@ -154,6 +154,20 @@ inline void wait_for_release(test_pipe& release) {
   release.close_write();
   pollfd p{release.read_fd(), POLLIN, 0};
   ::poll(&p, 1, 30'000);
+}
+
+// Checks that `f` throws std::logic_error whose what() contains `words` (Python's wording for a
+// misuse).
+template <class F>
+void expect_misuse(F&& f, const std::string& words) {
+  try {
+    f();
+  } catch (const std::logic_error& e) {
+    BOOST_TEST(std::string(e.what()).find(words) != std::string::npos,
+               "'" << e.what() << "' does not contain '" << words << "'");
+    return;
+  }
+  BOOST_ERROR("no std::logic_error containing '" << words << "'");
 }
 
 struct run_result {
