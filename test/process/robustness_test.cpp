@@ -243,6 +243,8 @@ BOOST_AUTO_TEST_CASE(the_child_starts_with_default_signal_actions_and_no_mask) {
 BOOST_AUTO_TEST_CASE(start_failure_leaves_no_child_behind) {
   // Exhaust descriptors so the pidfd (or the fallback's pipes) cannot be created: start()
   // must throw, and no child or zombie may remain.
+  coproc::process p([] {});
+  coproc::process q([] {});
   rlimit old{};
   ::getrlimit(RLIMIT_NOFILE, &old);
   std::vector<int> hogs;
@@ -256,12 +258,10 @@ BOOST_AUTO_TEST_CASE(start_failure_leaves_no_child_behind) {
     ::close(hogs.back());
     hogs.pop_back();
   }
-  coproc::process p([] {});
   bool threw = false;
   try {
     p.start();
     // With exactly one free descriptor the pidfd itself may fit; then a second start must fail.
-    coproc::process q([] {});
     try {
       q.start();
     } catch (const std::system_error&) {
