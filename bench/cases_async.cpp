@@ -363,8 +363,10 @@ case_result coproc_wakeup_return(const case_env& env) {
   return coproc_wakeup_impl(env, sleep_then_stamp);
 }
 
+// reap_first: the waiter reaps the child (waitid with rusage) before it counts as resumed, as
+// any wait that hands back the exit status must (async_join does).
 template <class Wait>
-case_result raw_wakeup_impl(const case_env& env, Wait wait_ready) {
+case_result raw_wakeup_impl(const case_env& env, Wait wait_ready, bool reap_first = false) {
   shared_stamp* stamp = map_shared_stamp();
   case_result r;
   for (int i = 0; i < env.warmup + env.iterations; ++i) {
@@ -375,10 +377,11 @@ case_result raw_wakeup_impl(const case_env& env, Wait wait_ready) {
     const int fd = pidfd_open(pid);
     if (fd < 0) throw_errno("pidfd_open");
     wait_ready(fd);
-    const double resumed = now_us();
+    double resumed = reap_first ? 0 : now_us();
     siginfo_t info{};
     rusage usage{};
     if (waitid_pidfd(fd, &info, &usage) == -1) throw_errno("waitid");
+    if (reap_first) resumed = now_us();
     ::close(fd);
     if (i >= env.warmup) r.samples.push_back(resumed - stamp->t_us);
   }
@@ -386,13 +389,14 @@ case_result raw_wakeup_impl(const case_env& env, Wait wait_ready) {
   return r;
 }
 
-case_result raw_poll_wakeup(const case_env& env) {
-  return raw_wakeup_impl(env, [](int fd) {
-    pollfd p{fd, POLLIN, 0};
-    while (::poll(&p, 1, -1) == -1)
-      if (errno != EINTR) throw_errno("poll");
-  });
+void poll_ready(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  while (::poll(&p, 1, -1) == -1)
+    if (errno != EINTR) throw_errno("poll");
 }
+
+case_result raw_poll_wakeup(const case_env& env) { return raw_wakeup_impl(env, poll_ready); }
+case_result raw_poll_reap_wakeup(const case_env& env) { return raw_wakeup_impl(env, poll_ready, true); }
 
 case_result raw_epoll_wakeup(const case_env& env) {
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
@@ -527,6 +531,7 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
         {"coproc co_await async_join", role::subject, coproc_wakeup, 5, it, dl},
         {"raw poll() on a pidfd", role::anchor, raw_poll_wakeup, 5, it, dl},
         {"raw epoll_wait() on a pidfd", role::info, raw_epoll_wakeup, 5, it, dl},
+        {"raw poll() on a pidfd, then waitid", role::info, raw_poll_reap_wakeup, 5, it, dl},
         {"raw fork, co_await Asio stream_descriptor", role::info,
          asio_raw_fork_impl<stamp_and_exit, true>, 5, it, dl},
         {"coproc co_await, target returns normally", role::info,

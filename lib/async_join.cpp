@@ -201,20 +201,24 @@ class join_op final : public join_waiter,
     if (deadline_) deadline_->cancel();
     if (backoff_) backoff_->cancel();
     std::optional<int> code;
+    bool unlist = false;
     if (!ec && !timed_out) {
       try {
         if (state_->which() == child_state::role::child) {
           code = state_->exitcode();
-          rt().children.remove(*state_);
+          unlist = true;
         }
       } catch (const std::system_error& e) {
         ec = to_error_code(e);
       }
     }
-    if (ec && ec != asio::error::operation_aborted && state_->lost_errno())
-      rt().children.remove(*state_);
+    if (ec && ec != asio::error::operation_aborted && state_->lost_errno()) unlist = true;
     handler_type handler = std::move(handler_);
     lock.unlock();
+    // The waiter is woken first and the registry is tidied after: the registry's lock and list
+    // nodes are pages the parent has not written since the fork, each a page fault on the way
+    // to the waiter. Meanwhile active_children() already leaves an ended child out.
+    const auto state = state_;
     if constexpr (timed) {
       std::move(handler)(ec, ec ? std::nullopt : code);
     } else {
@@ -222,6 +226,7 @@ class join_op final : public join_waiter,
       // (its status belongs to its own parent).
       std::move(handler)(ec, code.value_or(255));
     }
+    if (unlist) rt().children.remove(*state);
   }
 
   std::shared_ptr<child_state> state_;

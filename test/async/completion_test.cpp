@@ -6,6 +6,7 @@
 #include <future>
 #include <limits>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -176,6 +177,36 @@ BOOST_AUTO_TEST_CASE(a_child_ending_first_gives_its_exit_code) {
   BOOST_TEST(r.calls == 1);
   BOOST_TEST(!r.ec);
   BOOST_TEST(r.code == 22);
+}
+
+BOOST_AUTO_TEST_CASE(the_handler_no_longer_finds_its_child_among_the_active_children) {
+  // The registry is tidied after the handler is woken (it costs page faults on the way to the
+  // waiter); what the handler sees of active_children() must not show it.
+  // The child that stays starts first: the other one's release pipe must not be inherited by
+  // it, or that child would not see its release while this one runs.
+  test_pipe release_second;
+  auto second = released_child(release_second, 26);
+  second.start();
+  test_pipe release_first;
+  auto first = released_child(release_first, 25);
+  first.start();
+  asio::io_context ioc;
+  std::vector<coproc::process*> seen;
+  bool called = false;
+  first.async_join(asio::bind_executor(ioc, [&](error_code ec, int code) {
+    BOOST_TEST(!ec);
+    BOOST_TEST(code == 25);
+    seen = coproc::active_children();
+    called = true;
+  }));
+  ioc.poll();
+  release_first.close_write();
+  run_until(ioc, [&] { return called; });
+  BOOST_TEST(seen.size() == 1u);
+  BOOST_TEST((!seen.empty() && seen.front() == &second));
+  release_second.close_write();
+  BOOST_TEST(second.join() == 26);
+  BOOST_TEST(coproc::active_children().empty());
 }
 
 BOOST_AUTO_TEST_CASE(a_completed_timed_join_leaves_no_work_behind) {
