@@ -88,6 +88,7 @@ std::string metric_label(const std::string& name) {
       {"handlers_per_exit", "handlers/exit"},
       {"epoll_waits_per_exit", "epoll_waits/exit"},
       {"wakeups_per_exit", "wakeups/exit"},
+      {"parent_faults_per_child", "parent page faults/child"},
       {"heap_bytes_per_child", "heap B/child"},
       {"heap_bytes_per_child_incl_coroutine", "heap B/child (with coroutine frame)"},
   };

@@ -46,6 +46,11 @@ void child_state::attach(pid_t pid, owned_fd sentinel, sentinel_kind kind, owned
   keep_alive_ = std::move(keep_alive);
 }
 
+void child_state::mark_lost(int err) noexcept {
+  lost_errno_ = err;
+  ended_.store(true, std::memory_order_release);
+}
+
 bool child_state::reap_locked() {
   siginfo_t info{};
   rusage usage{};

@@ -46,6 +46,9 @@ class child_state {
 
   // Filled in once by start(), before the state is shared.
   void attach(pid_t pid, owned_fd sentinel, sentinel_kind kind, owned_fd keep_alive = {});
+  // Also before the state is shared: the child was reaped by somebody else before it could be
+  // watched (err: ECHILD). It has ended, and its status is lost.
+  void mark_lost(int err) noexcept;
 
   pid_t pid() const noexcept { return pid_; }
   int sentinel() const noexcept { return sentinel_.get(); }

@@ -122,8 +122,18 @@ std::shared_ptr<child_state> fork_start(process& self) {
   try {
     if (pidfd) {
       owned_fd fd = owned_fd::create([&] { return sys_pidfd_open(pid); });
-      if (!fd) throw_errno("pidfd_open");
-      st->attach(pid, std::move(fd), sentinel_kind::pidfd);
+      if (fd) {
+        st->attach(pid, std::move(fd), sentinel_kind::pidfd);
+      } else if (errno == ESRCH) {
+        // Our child, already gone before pidfd_open: only a reap by somebody else removes a
+        // child of ours (SIGCHLD ignored, so the kernel reaps it; or a waitpid(-1) elsewhere).
+        // It started; its status is lost, as it would be a moment later. A pid is never
+        // signalled or waited for again: it may be somebody else's by now.
+        st->attach(pid, gone_sentinel(), sentinel_kind::pidfd);
+        st->mark_lost(ECHILD);
+      } else {
+        throw_errno("pidfd_open");
+      }
     } else {
       exit_w.reset();
       alive_r.reset();

@@ -146,8 +146,6 @@ void install_child_runtime(runtime& state) {
   the_runtime.store(&state, std::memory_order_release);
 }
 
-namespace {
-// A sentinel that is ready at once: the parent ended before anybody watched it.
 owned_fd gone_sentinel() {
   int fds[2] = {-1, -1};
   owned_fd r = owned_fd::create([&] {
@@ -158,7 +156,6 @@ owned_fd gone_sentinel() {
   ::close(fds[1]);
   return r;
 }
-}  // namespace
 
 process* parent_watch() {
   runtime& r = rt();

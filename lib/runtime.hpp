@@ -91,6 +91,8 @@ void install_child_runtime(runtime& state);
 void flush_std_streams() noexcept;
 // parent_process(): nullptr in the main program.
 process* parent_watch();
+// A sentinel that is ready at once: for a process that ended before anybody could watch it.
+owned_fd gone_sentinel();
 
 int next_process_number();
 std::vector<std::byte> random_authkey();

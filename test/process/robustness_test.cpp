@@ -3,7 +3,9 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -15,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -107,14 +110,22 @@ BOOST_AUTO_TEST_CASE(pidfd_refused_by_seccomp_falls_back_to_the_pipe) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(sigchld_ignored_reports_the_lost_status) {
-  // With SIGCHLD set to SIG_IGN the kernel reaps children by itself and their status is gone;
-  // Python then reports the child as running forever (gh-92881).
-  struct sigaction ignore {}, old{};
-  ignore.sa_handler = SIG_IGN;
-  ::sigaction(SIGCHLD, &ignore, &old);
-  coproc::process p([] { coproc::exit(3); });
-  p.start();
+// SIGCHLD ignored for the scope: the kernel reaps children by itself. Restored however the
+// scope ends, so a failing check cannot leave the next test's children to the same fate.
+struct sigchld_ignored {
+  struct sigaction old {};
+  sigchld_ignored() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGCHLD, &ignore, &old);
+  }
+  ~sigchld_ignored() { ::sigaction(SIGCHLD, &old, nullptr); }
+  sigchld_ignored(const sigchld_ignored&) = delete;
+  sigchld_ignored& operator=(const sigchld_ignored&) = delete;
+};
+
+// join() on a child whose status somebody else took: ECHILD, and never "still running".
+void expect_lost(coproc::process& p) {
   std::optional<int> code;
   int err = 0;
   try {
@@ -122,11 +133,49 @@ BOOST_AUTO_TEST_CASE(sigchld_ignored_reports_the_lost_status) {
   } catch (const std::system_error& e) {
     err = e.code().value();
   }
-  const bool alive = p.is_alive();
-  ::sigaction(SIGCHLD, &old, nullptr);
   BOOST_TEST(err == ECHILD);
   BOOST_TEST(!code);
-  BOOST_TEST(!alive);
+  BOOST_TEST(!p.is_alive());
+}
+
+// While set, the parent's side of every fork in this process waits, before fork() returns to
+// coproc, until the kernel has reaped all children (only when SIGCHLD is ignored, where waitid
+// blocks until no child is left and then fails with ECHILD).
+std::atomic<bool> hold_until_children_reaped{false};
+void on_fork_in_parent() {
+  if (!hold_until_children_reaped.load()) return;
+  siginfo_t info{};
+  while (::waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) == 0 || errno == EINTR) {
+  }
+}
+
+BOOST_AUTO_TEST_CASE(sigchld_ignored_reports_the_lost_status) {
+  // With SIGCHLD set to SIG_IGN the kernel reaps children by itself and their status is gone;
+  // Python then reports the child as running forever (gh-92881).
+  sigchld_ignored scope;
+  coproc::process p([] { coproc::exit(3); });
+  p.start();
+  expect_lost(p);
+}
+
+BOOST_AUTO_TEST_CASE(a_child_reaped_before_start_could_watch_it_is_reported_lost) {
+  // The same child, reaped by the kernel before start() opened its pidfd (a race that a child
+  // ending at once can win): start() succeeds, and the status is reported lost.
+  static const bool registered = ::pthread_atfork(nullptr, on_fork_in_parent, nullptr) == 0;
+  BOOST_REQUIRE(registered);
+  sigchld_ignored scope;
+  coproc::process p([] { ::_exit(3); });
+  hold_until_children_reaped = true;
+  try {
+    p.start();
+  } catch (...) {
+    hold_until_children_reaped = false;
+    throw;
+  }
+  hold_until_children_reaped = false;
+  expect_lost(p);
+  BOOST_CHECK_THROW(p.exitcode(), std::system_error);  // the status is lost, not "not yet"
+  BOOST_TEST(coproc::active_children().empty());
 }
 
 BOOST_AUTO_TEST_CASE(a_grandchild_holding_everything_does_not_delay_the_join) {
