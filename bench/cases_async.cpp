@@ -105,6 +105,38 @@ struct go_pipe {
 // ---------------------------------------------------------------------------------------
 // N children awaited at once.
 
+// What one fan-out repetition reads, at the same points in both variants: before the first
+// start, after the last start, and around the drain.
+struct fanout_meter {
+  std::size_t heap0 = heap_in_use(), heap1 = 0;
+  long faults0 = own_page_faults(), faults1 = 0;
+  double t0 = now_us(), t1 = 0, t2 = 0;
+  long switches0 = 0, switches1 = 0;
+
+  void started() {
+    t1 = now_us();
+    heap1 = heap_in_use();
+  }
+  void draining() { switches0 = voluntary_switches(); }
+  void drained() {
+    switches1 = voluntary_switches();
+    t2 = now_us();
+    faults1 = own_page_faults();
+  }
+  // The sample (us per child) and the metrics; `per_exit` counts what woke the waiter.
+  void record(case_result& r, std::size_t n, const char* per_exit_name, double per_exit,
+              const char* heap_name) const {
+    const double dn = static_cast<double>(n);
+    r.samples.push_back((t2 - t0) / dn);
+    r.metrics.emplace_back("start_us_per_child", (t1 - t0) / dn);
+    r.metrics.emplace_back("drain_us_per_child", (t2 - t1) / dn);
+    r.metrics.emplace_back(per_exit_name, per_exit / dn);
+    r.metrics.emplace_back("parent_faults_per_child", static_cast<double>(faults1 - faults0) / dn);
+    r.metrics.emplace_back("wakeups_per_exit", static_cast<double>(switches1 - switches0) / dn);
+    r.metrics.emplace_back(heap_name, (static_cast<double>(heap1) - static_cast<double>(heap0)) / dn);
+  }
+};
+
 asio::awaitable<void> start_and_await(coproc::process& p, long& exited_ok) {
   p.start();
   const int code = co_await p.async_join(asio::use_awaitable);
@@ -124,9 +156,7 @@ case_result coproc_fanout(const case_env& env) {
     long ok = 0;
     std::exception_ptr failure;
     std::vector<coproc::process> procs;
-    const std::size_t heap0 = heap_in_use();
-    const long pf0 = own_page_faults();
-    const double t0 = now_us();
+    fanout_meter meter;
     procs.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       procs.emplace_back(wait_for_go, go.r, go.w);
@@ -135,14 +165,11 @@ case_result coproc_fanout(const case_env& env) {
       });
     }
     ctx.poll();  // every coroutine starts its child and suspends in async_join
-    const double t1 = now_us();
-    const std::size_t heap1 = heap_in_use();
+    meter.started();
     go.release();
-    const long sw0 = voluntary_switches();
+    meter.draining();
     const std::size_t handlers = ctx.run();
-    const long sw1 = voluntary_switches();
-    const double t2 = now_us();
-    const long pf1 = own_page_faults();
+    meter.drained();
     if (failure) {
       try {
         std::rethrow_exception(failure);
@@ -154,15 +181,8 @@ case_result coproc_fanout(const case_env& env) {
     if (static_cast<std::size_t>(ok) != n)
       return failed(std::to_string(n - static_cast<std::size_t>(ok)) + " children failed");
     if (rep < env.warmup) continue;
-    const double dn = static_cast<double>(n);
-    r.samples.push_back((t2 - t0) / dn);
-    r.metrics.emplace_back("start_us_per_child", (t1 - t0) / dn);
-    r.metrics.emplace_back("drain_us_per_child", (t2 - t1) / dn);
-    r.metrics.emplace_back("handlers_per_exit", static_cast<double>(handlers) / dn);
-    r.metrics.emplace_back("parent_faults_per_child", static_cast<double>(pf1 - pf0) / dn);
-    r.metrics.emplace_back("wakeups_per_exit", static_cast<double>(sw1 - sw0) / dn);
-    r.metrics.emplace_back("heap_bytes_per_child_incl_coroutine",
-                           (static_cast<double>(heap1) - static_cast<double>(heap0)) / dn);
+    meter.record(r, n, "handlers_per_exit", static_cast<double>(handlers),
+                 "heap_bytes_per_child_incl_coroutine");
   }
   return r;
 }
@@ -231,29 +251,16 @@ case_result raw_fanout(const case_env& env) {
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
     raw_children kids;
-    const std::size_t heap0 = heap_in_use();
-    const long pf0 = own_page_faults();
-    const double t0 = now_us();
+    fanout_meter meter;
     for (std::size_t i = 0; i < n; ++i) kids.start(go);
-    const double t1 = now_us();
-    const std::size_t heap1 = heap_in_use();
+    meter.started();
     go.release();
-    const long sw0 = voluntary_switches();
+    meter.draining();
     const long calls = kids.drain();
-    const long sw1 = voluntary_switches();
-    const double t2 = now_us();
-    const long pf1 = own_page_faults();
+    meter.drained();
     if (calls < 0) return failed("a child did not exit with 0");
     if (rep < env.warmup) continue;
-    const double dn = static_cast<double>(n);
-    r.samples.push_back((t2 - t0) / dn);
-    r.metrics.emplace_back("start_us_per_child", (t1 - t0) / dn);
-    r.metrics.emplace_back("drain_us_per_child", (t2 - t1) / dn);
-    r.metrics.emplace_back("epoll_waits_per_exit", static_cast<double>(calls) / dn);
-    r.metrics.emplace_back("parent_faults_per_child", static_cast<double>(pf1 - pf0) / dn);
-    r.metrics.emplace_back("wakeups_per_exit", static_cast<double>(sw1 - sw0) / dn);
-    r.metrics.emplace_back("heap_bytes_per_child",
-                           (static_cast<double>(heap1) - static_cast<double>(heap0)) / dn);
+    meter.record(r, n, "epoll_waits_per_exit", static_cast<double>(calls), "heap_bytes_per_child");
   }
   return r;
 }
