@@ -112,6 +112,13 @@ inline case_result failed(std::string why) {
 
 // waitpid that survives EINTR; returns the raw status.
 int wait_exit(pid_t pid);
+// Runs a program (args[0]: its path) with its stdout into a pipe, and waits for it.
+struct captured {
+  std::string out;
+  int status = 0;       // the wait status, once it ran
+  int spawn_error = 0;  // non-zero: it could not be started (an errno value)
+};
+captured run_capturing(std::vector<std::string> args);
 
 // Runs the Python anchors script with `args` and collects the samples and metrics it prints.
 case_result run_python(const case_env& env, const std::vector<std::string>& args);

@@ -83,32 +83,10 @@ std::string find_in_path(const std::string& name) {
 
 // Runs a program and returns its stdout (empty if it could not run or failed).
 std::string capture(const std::vector<std::string>& args) {
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) == -1) return {};
-  std::vector<std::string> a = args;
-  std::vector<char*> argv;
-  for (auto& s : a) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-  pid_t pid = 0;
-  const int err = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(out[1]);
-  std::string text;
-  if (err == 0) {
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(out[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-      if (n > 0) text.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(out[0]);
-  if (err != 0) return {};
-  const int status = wait_exit(pid);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return {};
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  return text;
+  captured c = run_capturing(args);
+  if (c.spawn_error || !WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0) return {};
+  while (!c.out.empty() && (c.out.back() == '\n' || c.out.back() == '\r')) c.out.pop_back();
+  return c.out;
 }
 
 std::string read_first(const std::string& file, const std::string& key) {

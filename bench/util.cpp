@@ -66,51 +66,56 @@ void parse_line(const std::string& line, case_result& r) {
 }
 }  // namespace
 
-case_result run_python(const case_env& env, const std::vector<std::string>& args) {
-  if (env.opt.python.empty()) return skipped(env.opt.python_note);
+captured run_capturing(std::vector<std::string> args) {
+  captured c;
   int out[2];
-  if (::pipe2(out, O_CLOEXEC) == -1) throw_errno("pipe2");
-
-  std::vector<std::string> argv_s{env.opt.python, env.opt.py_script};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  argv_s.push_back("--warmup");
-  argv_s.push_back(std::to_string(env.warmup));
-  argv_s.push_back("--iterations");
-  argv_s.push_back(std::to_string(env.iterations));
+  if (::pipe2(out, O_CLOEXEC) == -1) {
+    c.spawn_error = errno;
+    return c;
+  }
   std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
+  for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
   pid_t pid = 0;
-  const int err = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  c.spawn_error = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   ::close(out[1]);
-  if (err != 0) {
-    ::close(out[0]);
-    return failed(std::string("posix_spawn ") + argv[0] + ": " + std::strerror(err));
-  }
-
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(out[0], buf, sizeof buf);
-    if (n > 0) {
-      text.append(buf, static_cast<std::size_t>(n));
-    } else if (n == 0 || errno != EINTR) {
-      break;
+  if (c.spawn_error == 0) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n > 0) {
+        c.out.append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        break;
+      }
     }
+    c.status = wait_exit(pid);
   }
   ::close(out[0]);
-  const int status = wait_exit(pid);
+  return c;
+}
+
+case_result run_python(const case_env& env, const std::vector<std::string>& args) {
+  if (env.opt.python.empty()) return skipped(env.opt.python_note);
+  std::vector<std::string> argv{env.opt.python, env.opt.py_script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--warmup");
+  argv.push_back(std::to_string(env.warmup));
+  argv.push_back("--iterations");
+  argv.push_back(std::to_string(env.iterations));
+  const captured c = run_capturing(argv);
+  if (c.spawn_error)
+    return failed("posix_spawn " + env.opt.python + ": " + std::strerror(c.spawn_error));
 
   case_result r;
-  std::istringstream lines(text);
+  std::istringstream lines(c.out);
   for (std::string line; std::getline(lines, line);) parse_line(line, r);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    r.error = "python anchors script ended with " + describe_status(status) + " (see cases.log)";
+  if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
+    r.error = "python anchors script ended with " + describe_status(c.status) + " (see cases.log)";
   return r;
 }
 
