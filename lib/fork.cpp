@@ -119,6 +119,7 @@ std::shared_ptr<child_state> fork_start(process& self) {
   }
   if (pid < 0) throw_errno("fork");
 
+  bool gone = false;
   try {
     if (pidfd) {
       owned_fd fd = owned_fd::create([&] { return sys_pidfd_open(pid); });
@@ -129,6 +130,7 @@ std::shared_ptr<child_state> fork_start(process& self) {
         // child of ours (SIGCHLD ignored, so the kernel reaps it; or a waitpid(-1) elsewhere).
         // It started; its status is lost, as it would be a moment later. A pid is never
         // signalled or waited for again: it may be somebody else's by now.
+        gone = true;
         st->attach(pid, gone_sentinel(), sentinel_kind::pidfd);
         st->mark_lost(ECHILD);
       } else {
@@ -141,11 +143,16 @@ std::shared_ptr<child_state> fork_start(process& self) {
     }
     rt().children.add(st, &self);
   } catch (...) {
-    // A failed start leaves no child behind: it is still ours and unreaped, so the pid is
-    // safe to signal and wait for.
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    retry_eintr([&] { return ::waitpid(pid, &status, 0); });
+    // A failed start leaves no child behind. While the child is ours and unreaped (waitid
+    // with WNOWAIT finds it), its pid is safe to signal and wait for.
+    siginfo_t info{};
+    if (!gone && retry_eintr([&] {
+          return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+        }) == 0) {
+      ::kill(pid, SIGKILL);
+      int status = 0;
+      retry_eintr([&] { return ::waitpid(pid, &status, 0); });
+    }
     throw;
   }
   return st;
