@@ -140,7 +140,8 @@ void expect_lost(coproc::process& p) {
 
 // While set, the parent's side of every fork in this process waits, before fork() returns to
 // coproc, until the kernel has reaped all children (only when SIGCHLD is ignored, where waitid
-// blocks until no child is left and then fails with ECHILD).
+// blocks until no child is left and then fails with ECHILD). So it needs the test's own child
+// to be the only one alive: every earlier test joins its children.
 std::atomic<bool> hold_until_children_reaped{false};
 void on_fork_in_parent() {
   if (!hold_until_children_reaped.load()) return;
