@@ -217,8 +217,8 @@ class join_op final : public join_waiter,
     lock.unlock();
     // The waiter is woken first and the registry is tidied after: the registry's lock and list
     // nodes are pages the parent has not written since the fork, each a page fault on the way
-    // to the waiter. Meanwhile active_children() already leaves an ended child out.
-    const auto state = state_;
+    // to the waiter. Meanwhile active_children() already leaves an ended child out. (Every
+    // caller runs in a handler that holds this operation, so state_ outlives the handler.)
     if constexpr (timed) {
       std::move(handler)(ec, ec ? std::nullopt : code);
     } else {
@@ -226,7 +226,7 @@ class join_op final : public join_waiter,
       // (its status belongs to its own parent).
       std::move(handler)(ec, code.value_or(255));
     }
-    if (unlist) rt().children.remove(*state);
+    if (unlist) rt().children.remove(*state_);
   }
 
   std::shared_ptr<child_state> state_;
