@@ -7,7 +7,13 @@
 
 #include <stdexcept>
 
-#include "runtime.hpp"
+#include "authkey.hpp"
+#include "child/child_state.hpp"
+#include "core/per_process.hpp"
+#include "process_access.hpp"
+#include "runtime/exit_policy.hpp"
+#include "runtime/runtime.hpp"
+#include "start/launcher.hpp"
 
 namespace coproc {
 
@@ -98,6 +104,27 @@ void process::run() {
   if (target_) target_->call();
 }
 
+void process::start() {
+  check_closed();
+  if (state_) misuse("cannot start a process twice");
+  if (creator_pid_ != detail::self_pid())
+    misuse("can only start a process object created by current process");
+  if (detail::process_access::daemon(current_process()))
+    misuse("daemonic processes are not allowed to have children");
+  auto& method = detail::launcher_for(method_.value_or(get_start_method()));
+  method.check(*this);
+  auto& r = detail::rt();
+  // Python reaps finished children here (_cleanup). Only detached children need it: the
+  // others are reaped by their objects, and looking at all of them would make every start
+  // cost O(children).
+  r.children.sweep_detached();
+  detail::ensure_exit_policy();
+  detail::child_registry::reservation place;  // listing the child cannot fail after the fork
+  state_ = method.launch(*this);
+  r.children.add(std::move(place), state_, this);
+  target_.reset();  // the parent keeps no reference to the target (bpo-30775)
+}
+
 bool process::is_current() const { return this == detail::rt().current; }
 
 void process::check_closed() const {
@@ -105,29 +132,30 @@ void process::check_closed() const {
 }
 
 int process::join() {
-  check_closed();
-  if (role_ == role::parent) {
-    state_->wait(std::nullopt);
-    return state_->exitcode();
-  }
-  if (creator_pid_ != detail::self_pid()) misuse("can only join a child process");
-  if (!state_) misuse("can only join a started process");
+  check_joinable();
   state_->wait(std::nullopt);
-  detail::rt().children.remove(*state_);
+  unlist();
   return state_->exitcode();
 }
 
 std::optional<int> process::join_for(std::chrono::nanoseconds timeout) {
+  check_joinable();
+  const bool ended = state_->wait(deadline_after(timeout));
+  // Python's _ParentProcess.join returns None either way.
+  if (!ended || role_ == role::parent) return std::nullopt;
+  unlist();
+  return state_->exitcode();
+}
+
+void process::check_joinable() const {
   check_closed();
-  if (role_ == role::parent) {
-    state_->wait(deadline_after(timeout));
-    return std::nullopt;  // Python's _ParentProcess.join returns None either way
-  }
+  if (role_ == role::parent) return;
   if (creator_pid_ != detail::self_pid()) misuse("can only join a child process");
   if (!state_) misuse("can only join a started process");
-  if (!state_->wait(deadline_after(timeout))) return std::nullopt;
-  detail::rt().children.remove(*state_);
-  return state_->exitcode();
+}
+
+void process::unlist() {
+  if (role_ == role::ordinary) detail::rt().children.remove(*state_);
 }
 
 bool process::is_alive() {
@@ -137,7 +165,7 @@ bool process::is_alive() {
   if (creator_pid_ != detail::self_pid()) misuse("can only test a child process");
   if (!state_) return false;
   if (!state_->try_reap()) return true;
-  detail::rt().children.remove(*state_);
+  unlist();
   return false;
 }
 
@@ -179,7 +207,7 @@ void process::authkey(std::span<const std::byte> key) { authkey_.assign(key.begi
 int process::sentinel() const {
   check_closed();
   if (!state_) misuse("process not started");
-  return state_->sentinel();
+  return state_->sentinel_fd();
 }
 
 void process::check_signal_target() const {
@@ -198,6 +226,11 @@ void process::kill() {
   state_->send_signal(SIGKILL);
 }
 
+void process::interrupt() {
+  check_signal_target();
+  state_->send_signal(SIGINT);
+}
+
 void process::close() {
   if (closed_ || role_ == role::main) return;  // idempotent; MainProcess.close() is a no-op
   if (state_ && role_ == role::ordinary) {
@@ -207,17 +240,18 @@ void process::close() {
             "Cannot close a process while it is still running. You should first call join() "
             "or terminate().");
       detail::rt().children.remove(*state_);
+      // Pending joins are not aborted: the child has ended, and they complete with its exit
+      // code (they hold the state, and with it the sentinel, until then).
+      state_.reset();
+    } else {
+      release();
     }
-    release();
   }
   closed_ = true;
 }
 
 std::shared_ptr<detail::child_state> process::prepare_async_join(bool) {
-  check_closed();
-  if (role_ == role::parent) return state_;
-  if (creator_pid_ != detail::self_pid()) misuse("can only join a child process");
-  if (!state_) misuse("can only join a started process");
+  check_joinable();
   return state_;
 }
 
@@ -240,7 +274,7 @@ std::string process::repr() {
     out += " pid=" + std::to_string(state_->pid());
     if (state_->try_reap()) {
       state = "stopped";
-      if (!state_->lost_errno()) code = state_->exitcode();
+      code = state_->exitcode();
     } else {
       state = "started";
     }
@@ -258,17 +292,6 @@ std::string process::repr() {
   }
   if (daemon_) out += " daemon";
   return out + ">";
-}
-
-process& current_process() { return *detail::rt().current; }
-
-process* parent_process() { return detail::parent_watch(); }
-
-std::vector<process*> active_children() { return detail::rt().children.active(); }
-
-int cpu_count() {
-  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<int>(n) : 1;
 }
 
 }  // namespace coproc

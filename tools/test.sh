@@ -41,4 +41,8 @@ echo "== tests on the pidfd sentinel ($builddir)"
 meson test -C "$builddir" --print-errorlogs --num-processes 2
 echo "== tests on the pipe sentinel ($builddir)"
 meson test -C "$builddir" --setup=nopidfd --print-errorlogs --num-processes 2
+if [ "$sanitize" = none ]; then
+  echo "== a project that uses coproc as a Meson subproject gets the library only"
+  test/consumer/check.sh
+fi
 echo "== all tests passed ($builddir)"

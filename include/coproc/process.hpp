@@ -43,6 +43,10 @@ struct exit_status {
   bool core_dumped = false;        ///< the child dumped core
   std::chrono::microseconds user_time{}, system_time{};  ///< CPU time of the child itself
   std::size_t max_rss_kib = 0;     ///< peak resident set size of the child
+  /// The status could not be had: somebody else reaped the child (SIGCHLD ignored, a
+  /// waitpid(-1) elsewhere), or it went with the forkserver that was its parent. Then
+  /// exitcode is 255, as join(), exitcode() and async_join report it, and nothing else is set.
+  bool lost = false;
 };
 
 /// A callable run in a child process, with the API of Python's multiprocessing.Process.
@@ -104,7 +108,8 @@ class process {
   void start();
 
   /// Waits for the child to end and returns its exit code (Python returns None; the code is
-  /// exitcode()). A signal in the waiting thread never breaks the wait.
+  /// exitcode()). A signal in the waiting thread never breaks the wait. A status that was
+  /// lost (see exit_status::lost) reads 255 here, in exitcode(), status() and async_join.
   int join();
 
   /// Waits at most `timeout`. Returns the exit code, or nullopt if the child still runs.
@@ -143,9 +148,12 @@ class process {
   void terminate();
   /// Sends SIGKILL, as terminate() does.
   void kill();
+  /// Sends SIGINT, as terminate() does (Python 3.14's Process.interrupt()).
+  void interrupt();
 
   /// Releases the sentinel. Throws std::logic_error if the child still runs. Afterwards most
-  /// members throw "process object is closed"; name, daemon and authkey still work.
+  /// members throw "process object is closed"; name, daemon and authkey still work. Pending
+  /// async_joins complete with the exit code (they keep the sentinel until then).
   void close();
 
   /// Beyond Python: the full status of an ended child (nullopt while it runs or before start).
@@ -191,6 +199,8 @@ class process {
   std::shared_ptr<detail::child_state> prepare_async_join(bool timed);
   bool is_current() const;
   void check_closed() const;
+  void check_joinable() const;
+  void unlist();
   void check_signal_target() const;
   void release() noexcept;
 

@@ -1,0 +1,24 @@
+// coproc internals: how the library's own files reach the private parts of a process object.
+#pragma once
+
+#include "core/private.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <coproc/process.hpp>
+
+namespace coproc::detail {
+
+struct process_access {
+  static std::shared_ptr<child_state>& state(process& p) { return p.state_; }
+  static const std::string& identity(const process& p) { return p.identity_; }
+  static bool daemon(const process& p) { return p.daemon_; }
+  static process* make_main() { return new process(process::main_tag{}); }
+  static process* make_parent(std::string name, pid_t pid, std::shared_ptr<child_state> st) {
+    return new process(process::parent_tag{}, std::move(name), pid, std::move(st));
+  }
+};
+
+}  // namespace coproc::detail
