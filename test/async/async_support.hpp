@@ -130,16 +130,25 @@ struct record {
   }
 };
 
-// Raises the soft limit on open descriptors to the hard limit; returns the new soft limit.
-inline rlim_t raise_descriptor_limit() {
-  rlimit lim{};
-  ::getrlimit(RLIMIT_NOFILE, &lim);
-  if (lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
-    ::getrlimit(RLIMIT_NOFILE, &lim);
+// Raises the soft limit on open descriptors to the hard limit for the scope (the old limit is
+// restored however the test ends); limit() is the soft limit now.
+class descriptor_limit_raised {
+ public:
+  descriptor_limit_raised() {
+    rlimit lim = saved_.old();
+    if (lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      saved_.set(lim);
+    }
   }
-  return lim.rlim_cur;
-}
+  rlim_t limit() const {
+    rlimit lim{};
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+    return lim.rlim_cur;
+  }
+
+ private:
+  coproc_test::rlimit_scope saved_{RLIMIT_NOFILE};
+};
 
 }  // namespace async_test

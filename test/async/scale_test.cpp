@@ -111,7 +111,8 @@ BOOST_AUTO_TEST_CASE(a_thousand_children_awaited_at_once_on_one_thread) {
   constexpr std::size_t n = 1000;
   // Each child costs a sentinel (plus, in the pipe fallback, a keep-alive pipe end) and each
   // pending join a duplicate of it.
-  BOOST_REQUIRE_MESSAGE(raise_descriptor_limit() >= 4 * n + 64, "not enough descriptors");
+  const descriptor_limit_raised descriptors;  // declared first: it outlives the children
+  BOOST_REQUIRE_MESSAGE(descriptors.limit() >= 4 * n + 64, "not enough descriptors");
   test_pipe release;
   std::vector<coproc::process> children;
   children.reserve(n);
@@ -196,14 +197,21 @@ BOOST_AUTO_TEST_CASE(four_threads_and_many_joiners_per_child_see_one_exit_code) 
       std::vector<std::thread> joiners;
       for (std::size_t i = 0; i < n; ++i) {
         for (int k = 0; k < sync; ++k)
-          joiners.emplace_back([&, i] { t.add(i, {}, children[i].join()); });
-        joiners.emplace_back([&, i] { t.add(i, {}, children[i].join(600s)); });
+          joiners.emplace_back([&, i] {
+            ready.fetch_add(1);
+            t.add(i, {}, children[i].join());
+          });
+        joiners.emplace_back([&, i] {
+          ready.fetch_add(1);
+          t.add(i, {}, children[i].join(600s));
+        });
       }
-      // Every coroutine has reached its join (or is about to): now end the children together.
-      const int coroutines_total = static_cast<int>(n) * (coroutines + timed + racing);
-      for (int spin = 0; ready.load() < coroutines_total && spin < 60'000; ++spin)
+      // Every coroutine and joiner thread has reached its join (or is about to): now end the
+      // children together. (The counter is polled, with a hang guard of 60 s.)
+      const int waiters_total = static_cast<int>(n) * (coroutines + timed + racing + sync + 1);
+      for (int spin = 0; ready.load() < waiters_total && spin < 60'000; ++spin)
         std::this_thread::sleep_for(1ms);
-      BOOST_TEST(ready.load() == coroutines_total);
+      BOOST_TEST(ready.load() == waiters_total);
       children[n - 2].kill();
       children[n - 1].terminate();
       release.close_write();

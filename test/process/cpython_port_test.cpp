@@ -921,38 +921,42 @@ void record_signal(int) {
 
 // test_poll_eintr (P-22, PEP 475): a SIGUSR1 handler that returns fires in the parent while
 // join() blocks; the join still completes with exit code 0. As in Python, a "killer" child
-// sends the signal to the parent after 0.1 s, and the handler is installed without SA_RESTART
-// (Python's signal.signal), so the blocking call really sees EINTR. Changed: instead of
-// sleeping 2 s, the joined child ends when the killer has ended (it waits for the killer's copy
-// of a pipe's write end to close), so the signal is always sent before the join can return.
-// Added: the same for join(timeout), which must not take EINTR for a timeout.
+// sends the signal to the parent, and the handler is installed without SA_RESTART (Python's
+// signal.signal), so the blocking call really sees EINTR. Changed: instead of sleeping 0.1 s
+// first, the killer waits until the parent has entered join() (a byte on a pipe) and its
+// thread sleeps there, and sends the signal to that thread (tgkill: a signal to the process
+// could be taken by another thread); instead of sleeping 2 s, the joined child ends when the
+// killer has ended (it waits for the killer's copy of a pipe's write end to close), so the
+// signal is always sent before the join can return. Added: the same for join(timeout), which
+// must not take EINTR for a timeout.
 BOOST_AUTO_TEST_CASE(test_poll_eintr) {
-  struct sigaction sa {
-  }, old{};
-  sa.sa_handler = record_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  BOOST_REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
+  coproc_test::signal_action_scope handler(SIGUSR1, record_signal);  // restored however it ends
   const pid_t pid = ::getpid();
+  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
   for (const bool timed : {false, true}) {
     got_signal = 0;
-    test_pipe killer_alive;
+    test_pipe killer_alive, joining;
     coproc::process killer([&] {
       killer_alive.close_read();
-      std::this_thread::sleep_for(100ms);
-      ::kill(pid, SIGUSR1);
+      joining.close_write();
+      // Only system calls here: the parent may run other threads (see robustness_test.cpp).
+      pollfd entered{joining.read_fd(), POLLIN, 0};
+      char byte;
+      if (::poll(&entered, 1, 30'000) != 1 || ::read(joining.read_fd(), &byte, 1) != 1) ::_exit(1);
+      if (!coproc_test::wait_until_asleep(pid, tid)) ::_exit(2);
+      ::syscall(SYS_tgkill, pid, tid, SIGUSR1);
     });
     killer.start();
     coproc::process p([&] { wait_for_release(killer_alive); });
     p.start();
     killer_alive.close_write();  // now only the killer holds the write end
+    joining.write("j");          // the next thing this thread does is join()
     const auto code = timed ? p.join(60s) : std::optional<int>(p.join());
-    BOOST_TEST(killer.join(60s) == 0);
+    BOOST_TEST(killer.join(60s) == 0, "timed: " << timed);  // 1, 2: it lost track of the join
     BOOST_TEST(got_signal == 1, "timed: " << timed);
     BOOST_TEST(code == 0, "timed: " << timed);
     BOOST_TEST(p.exitcode() == 0, "timed: " << timed);
   }
-  ::sigaction(SIGUSR1, &old, nullptr);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -92,14 +93,11 @@ BOOST_AUTO_TEST_CASE(destroying_a_running_process_neither_kills_nor_blocks) {
   BOOST_TEST(coproc::active_children().empty());  // no object to list
   release.close_write();
   BOOST_TEST(done.read_all() == "finished normally\n");
-  // Reaped by active_children() once it has ended; no zombie is left behind.
-  for (int i = 0; i < 3000 && coproc_test::has_zombie_child() == false && ::kill(pid, 0) == 0; ++i) {
-    siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == pid)
-      break;
-    std::this_thread::sleep_for(1ms);
-  }
+  // Reaped by active_children() once it has ended; no zombie is left behind. Wait (without
+  // reaping) until it has ended, so that there is a zombie to reap.
+  siginfo_t info{};
+  BOOST_REQUIRE(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) == 0);
+  BOOST_TEST(coproc_test::has_zombie_child());
   coproc::active_children();
   BOOST_TEST(!coproc_test::has_zombie_child());
   done.close_read();
@@ -220,26 +218,49 @@ COPROC_TEST_SCENARIO(child_stdin) {
   return 0;
 }
 
+namespace {
+// For the scenarios whose child must still work when main ends (no sleep that makes it likely):
+// the child waits until an atexit handler closes `main_returned`. The handler is registered
+// after the first start(), where coproc registers its at-exit policy, so it runs first: once
+// main has returned (or called exit), before the policy joins.
+test_pipe* main_returned = nullptr;  // never freed: the exit still needs it
+void make_main_returned() { main_returned = new test_pipe; }  // before start(): inherited
+void close_main_returned_at_exit() {
+  std::atexit([] { main_returned->close_write(); });
+}
+// In the child: waits until main has returned, then a while longer (a parent whose exit did not
+// wait would be gone by then), and says if the parent was gone.
+const char* wait_for_main_to_return(pid_t parent) {
+  wait_for_release(*main_returned);
+  std::this_thread::sleep_for(300ms);
+  return ::getppid() == parent ? "" : " (orphaned: exit did not wait)";
+}
+}  // namespace
+
 COPROC_TEST_SCENARIO(exit_joins_non_daemonic_children) {
   // Returns from main while a non-daemonic child still works: exit must wait for it.
-  static coproc::process* p = new coproc::process([] {
-    std::this_thread::sleep_for(300ms);
-    std::printf("child done\n");
+  make_main_returned();
+  static coproc::process* p = new coproc::process([parent = ::getpid()] {
+    const char* orphaned = wait_for_main_to_return(parent);
+    std::printf("child done%s\n", orphaned);
   });
   p->start();
+  close_main_returned_at_exit();
   std::printf("main returns\n");
   std::fflush(stdout);
   return 0;
 }
 
 COPROC_TEST_SCENARIO(exit_joins_destroyed_children) {
+  make_main_returned();
   {
-    coproc::process p([] {
-      std::this_thread::sleep_for(300ms);
-      std::printf("detached child done\n");
+    coproc::process p([parent = ::getpid()] {
+      const char* orphaned = wait_for_main_to_return(parent);
+      std::printf("detached child done%s\n", orphaned);
     });
     p.start();
   }
+  close_main_returned_at_exit();
   std::printf("main returns\n");
   std::fflush(stdout);
   return 0;
@@ -268,23 +289,31 @@ COPROC_TEST_SCENARIO(exit_kills_daemons_that_ignore_sigterm) {
 }
 
 COPROC_TEST_SCENARIO(coproc_exit_in_main_runs_the_policy) {
-  static coproc::process* p = new coproc::process([] {
-    std::this_thread::sleep_for(200ms);
-    std::printf("child done\n");
+  make_main_returned();
+  static coproc::process* p = new coproc::process([parent = ::getpid()] {
+    const char* orphaned = wait_for_main_to_return(parent);
+    std::printf("child done%s\n", orphaned);
   });
   p->start();
+  close_main_returned_at_exit();
   coproc::exit(3);
 }
 
 COPROC_TEST_SCENARIO(child_joins_its_own_children) {
   coproc::process p([] {
+    // The grandchild works until the child's target has returned (the child closes `release`
+    // as its last act), then a while longer: a child that did not join it would have ended, and
+    // the parent printed, by then.
+    static test_pipe* release = new test_pipe;
     static coproc::process* g = new coproc::process([] {
+      wait_for_release(*release);
       std::this_thread::sleep_for(200ms);
       std::printf("grandchild done\n");
     });
     g->start();
     std::printf("child returns\n");
     std::fflush(stdout);
+    release->close_write();
   });
   p.start();
   p.join();

@@ -6,11 +6,16 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -181,5 +186,118 @@ struct run_result {
 run_result run_scenario(const std::string& name, std::vector<std::string> args = {},
                         std::string input = {},
                         std::chrono::seconds guard = std::chrono::seconds(60));
+
+// The process-wide settings a test changes are restored however the test ends (a failing check
+// or an exception), so that they cannot leak into the next test.
+
+// `sig`'s action is `handler` (no SA_RESTART, nothing extra masked) for the scope.
+class signal_action_scope {
+ public:
+  signal_action_scope(int sig, void (*handler)(int)) : sig_(sig) {
+    struct sigaction action {};
+    action.sa_handler = handler;
+    sigemptyset(&action.sa_mask);
+    if (::sigaction(sig, &action, &old_) == -1)
+      throw std::system_error(errno, std::generic_category(), "sigaction");
+  }
+  ~signal_action_scope() { ::sigaction(sig_, &old_, nullptr); }
+  signal_action_scope(const signal_action_scope&) = delete;
+  signal_action_scope& operator=(const signal_action_scope&) = delete;
+
+ private:
+  int sig_;
+  struct sigaction old_ {};
+};
+
+// `sig` is added to this thread's signal mask for the scope.
+class signal_blocked_scope {
+ public:
+  explicit signal_blocked_scope(int sig) {
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    if (const int e = ::pthread_sigmask(SIG_BLOCK, &block, &old_); e != 0)
+      throw std::system_error(e, std::generic_category(), "pthread_sigmask");
+  }
+  ~signal_blocked_scope() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  signal_blocked_scope(const signal_blocked_scope&) = delete;
+  signal_blocked_scope& operator=(const signal_blocked_scope&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+// A resource limit, restored at the end of the scope to what it was at its start.
+class rlimit_scope {
+ public:
+  explicit rlimit_scope(int resource) : resource_(resource) {
+    if (::getrlimit(resource_, &old_) == -1)
+      throw std::system_error(errno, std::generic_category(), "getrlimit");
+  }
+  ~rlimit_scope() { ::setrlimit(resource_, &old_); }
+  rlimit_scope(const rlimit_scope&) = delete;
+  rlimit_scope& operator=(const rlimit_scope&) = delete;
+
+  const rlimit& old() const { return old_; }
+  bool set(const rlimit& lim) const { return ::setrlimit(resource_, &lim) == 0; }
+
+ private:
+  int resource_;
+  rlimit old_{};
+};
+
+// True if thread `tid` of process `pid` sleeps in the kernel (state S in
+// /proc/<pid>/task/<tid>/stat: blocked in a system call, neither running nor runnable). It
+// allocates nothing, so a child forked from a multithreaded parent may call it too.
+inline bool thread_asleep(pid_t pid, pid_t tid) {
+  char path[64], buf[512];
+  std::snprintf(path, sizeof path, "/proc/%d/task/%d/stat", static_cast<int>(pid), static_cast<int>(tid));
+  const int f = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return false;
+  const auto n = ::read(f, buf, sizeof buf - 1);
+  ::close(f);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* name_end = std::strrchr(buf, ')');  // the command name may contain anything
+  return name_end && name_end[1] == ' ' && name_end[2] == 'S';
+}
+
+// True if signal `sig`, sent to thread `tid` of `pid` alone (pthread_kill, tgkill), is still
+// pending: the thread has not taken it yet (SigPnd in /proc/<pid>/task/<tid>/status). Once
+// taken, the thread was woken from any sleep in a system call to handle it, whether a
+// sanitizer's runtime then runs the handler at once or later.
+inline bool signal_pending(pid_t pid, pid_t tid, int sig) {
+  char path[64], buf[2048];
+  std::snprintf(path, sizeof path, "/proc/%d/task/%d/status", static_cast<int>(pid), static_cast<int>(tid));
+  const int f = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return false;
+  const auto n = ::read(f, buf, sizeof buf - 1);
+  ::close(f);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* line = std::strstr(buf, "\nSigPnd:");
+  if (!line) return false;
+  const unsigned long long mask = std::strtoull(line + 8, nullptr, 16);
+  return (mask >> (sig - 1)) & 1u;
+}
+
+// Waits until `done()` (looked at every millisecond); false if it is still false after `guard`
+// (a hang guard). Allocates nothing.
+template <class Pred>
+bool wait_until(Pred done, std::chrono::seconds guard = std::chrono::seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + guard;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    const timespec pause{0, 1'000'000};
+    ::nanosleep(&pause, nullptr);
+  }
+  return true;
+}
+
+// Waits until thread `tid` of `pid` sleeps in the kernel; false after `guard`.
+inline bool wait_until_asleep(pid_t pid, pid_t tid,
+                              std::chrono::seconds guard = std::chrono::seconds(30)) {
+  return wait_until([=] { return thread_asleep(pid, tid); }, guard);
+}
 
 }  // namespace coproc_test
