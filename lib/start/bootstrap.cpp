@@ -6,7 +6,11 @@
 #include <unistd.h>
 
 #include <cxxabi.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -66,55 +70,72 @@ std::string demangle(const char* name) {
   return result;
 }
 
-void report_exception(const std::string& process_name, const std::string& what) noexcept {
-  // One write, so the lines of concurrent children do not interleave.
-  std::string text = "Process " + process_name + ":\n" + what + "\n";
-  std::fflush(stderr);
-  const char* p = text.data();
-  std::size_t left = text.size();
-  while (left) {
-    const auto n = ::write(STDERR_FILENO, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-}
-
-// Python's _bootstrap: the exit code of run(). A forced unwind (pthread_exit, a cancellation)
-// is not an exception to report: every handler lets it through (swallowing it aborts).
-int run_target(process& self) {
+// Python's traceback on stderr: "Process <name>:" and the exception's dynamic type and
+// what(), in one write so the lines of concurrent children do not interleave. Call it in a
+// handler. A failure to report (bad_alloc) leaves the exit code to say it.
+void report_current_exception(const std::string& process_name) noexcept {
   try {
+    std::string what;
     try {
-      self.run();
-      return 0;
-    } catch (abi::__forced_unwind&) {
       throw;
-    } catch (const system_exit& e) {
-      return e.code;
     } catch (const std::exception& e) {
-      report_exception(self.name(), demangle(typeid(e).name()) + ": " + e.what());
-      return 1;
+      what = demangle(typeid(e).name()) + ": " + e.what();
     } catch (...) {
       const std::type_info* t = abi::__cxa_current_exception_type();
-      report_exception(self.name(),
-                       t ? demangle(t->name()) + " (not a std::exception)" : "unknown exception");
-      return 1;
+      what = t ? demangle(t->name()) + " (not a std::exception)" : "unknown exception";
     }
-  } catch (abi::__forced_unwind&) {
-    throw;
+    const std::string text = "Process " + process_name + ":\n" + what + "\n";
+    std::fflush(stderr);
+    const char* p = text.data();
+    std::size_t left = text.size();
+    while (left) {
+      const auto n = ::write(STDERR_FILENO, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
   } catch (...) {
-    return 1;  // reporting itself failed (bad_alloc): the exit code still says so
   }
 }
 
-// Ends the child where a forced unwind leaves run_child's frame. Beyond it lie the frames of
-// the parent's program that called start(), which must not be unwound in the child (their
-// destructors belong to the parent). The last thread of a plain fork child that calls
-// pthread_exit ends the process with 0; so does this.
-struct forced_unwind_stop {
-  ~forced_unwind_stop() { finish_child(0); }
-};
+// A forced unwind (pthread_exit, a cancellation) is not a C++ exception: it has no type.
+// Naming abi::__forced_unwind in a handler binds a reference to no object, which UBSan reports.
+bool forced_unwind() noexcept { return abi::__cxa_current_exception_type() == nullptr; }
+
+// GCC 12's AddressSanitizer: glibc's cancellation unwinds without telling it, so the frames
+// it skipped stay poisoned below this one, and ASan's own handling of the next no-return call
+// trips over that poison (a CHECK failure, and the child aborts). Their stack is dead.
+void clear_skipped_frames_poison() noexcept {
+#if defined(__SANITIZE_ADDRESS__)
+  char here;
+  constexpr std::uintptr_t below = 64 * 1024;
+  const auto top = reinterpret_cast<std::uintptr_t>(&here);
+  __asan_unpoison_memory_region(reinterpret_cast<void*>(top - below), below);
+#endif
+}
+
+// Python's _bootstrap: the exit code of run(). A forced unwind ends the child here, inside
+// the handler: its cleanups have run up to this frame, and beyond it lie the frames of the
+// parent's program that called start(), whose destructors must not run in the child. (A
+// handler that returned would abort the child: a forced unwind must not be swallowed; it is
+// not rethrown either, so nothing above is unwound.) The last thread of a plain fork child
+// that calls pthread_exit ends the process with 0; so does this.
+int run_target(process& self) noexcept {
+  try {
+    self.run();
+    return 0;
+  } catch (const system_exit& e) {
+    return e.code;
+  } catch (...) {
+    if (forced_unwind()) {
+      clear_skipped_frames_poison();
+      finish_child(0);
+    }
+    report_current_exception(self.name());
+    return 1;
+  }
+}
 
 }  // namespace
 
@@ -123,7 +144,6 @@ void run_child(const child_start& start) {
   // child with _exit, after the exit policy has used it): no allocation, and nothing written
   // but this frame's stack pages.
   runtime state;
-  forced_unwind_stop stop;
   int code = 1;
   try {
     reset_signals();
@@ -138,8 +158,6 @@ void run_child(const child_start& start) {
     state.parent_of_this = start.parent;
     install_child_runtime(state);
     code = run_target(*start.self);
-  } catch (abi::__forced_unwind&) {
-    throw;  // `stop` ends the child as this frame unwinds
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coproc: child set-up failed: %s\n", e.what());
   } catch (...) {

@@ -2,19 +2,22 @@
 // that end when released, coroutines that join and record what they saw.
 #pragma once
 
-#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <chrono>
 #include <exception>
+#include <future>
 #include <optional>
 #include <thread>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -103,6 +106,16 @@ inline asio::awaitable<void> join_into(coproc::process& p, join_result& out) {
   out.thread = std::this_thread::get_id();
 }
 
+// What a coroutine that co_awaits p.async_join saw, on an io_context of its own (new: nothing
+// used on it before), run until the join completes (with a hang guard).
+inline join_result awaited_join(coproc::process& p) {
+  asio::io_context ioc;
+  join_result r;
+  asio::co_spawn(ioc, join_into(p, r), rethrow{});
+  run_guarded(ioc);
+  return r;
+}
+
 // The same with a timeout: out.code stays nullopt when the timeout passed first.
 inline asio::awaitable<void> timed_join_into(coproc::process& p, std::chrono::milliseconds timeout,
                                              join_result& out) {
@@ -130,25 +143,37 @@ struct record {
   }
 };
 
-// Raises the soft limit on open descriptors to the hard limit for the scope (the old limit is
-// restored however the test ends); limit() is the soft limit now.
-class descriptor_limit_raised {
- public:
-  descriptor_limit_raised() {
-    rlimit lim = saved_.old();
-    if (lim.rlim_cur < lim.rlim_max) {
-      lim.rlim_cur = lim.rlim_max;
-      saved_.set(lim);
-    }
-  }
-  rlim_t limit() const {
-    rlimit lim{};
-    ::getrlimit(RLIMIT_NOFILE, &lim);
-    return lim.rlim_cur;
+// Three joins of one child, started together and all pending when the constructor returns (it
+// checks): `plain` and `timed` (60 s) on `ioc`, recorded, and `future` (use_future: coproc's
+// own I/O thread). Run `ioc` once the child can end, then expect_completed_with(its code).
+struct three_pending_joins {
+  join_result plain, timed;
+  std::future<int> future;
+
+  three_pending_joins(coproc::process& p, asio::io_context& ioc) {
+    p.async_join(asio::bind_executor(ioc, record{&plain}));
+    p.async_join(60s, asio::bind_executor(ioc, record{&timed}));
+    future = p.async_join(asio::use_future);
+    ioc.poll();  // what the initiations queued runs now
+    BOOST_TEST_REQUIRE(plain.calls == 0, "the plain join did not wait for the child");
+    BOOST_TEST_REQUIRE(timed.calls == 0, "the timed join did not wait for the child");
   }
 
- private:
-  coproc_test::rlimit_scope saved_{RLIMIT_NOFILE};
+  // Each join completed once, with no error and `code`.
+  void expect_completed_with(int code) {
+    BOOST_TEST(plain.calls == 1);
+    BOOST_TEST(!plain.ec, "plain join: " << plain.ec.message());
+    BOOST_TEST(plain.code == code);
+    BOOST_TEST(timed.calls == 1);
+    BOOST_TEST(!timed.ec, "timed join: " << timed.ec.message());
+    BOOST_TEST(timed.code == code);
+    BOOST_REQUIRE(future.wait_for(60s) == std::future_status::ready);
+    try {
+      BOOST_TEST(future.get() == code);
+    } catch (const std::exception& e) {
+      BOOST_ERROR("the use_future join failed: " << e.what());
+    }
+  }
 };
 
 }  // namespace async_test

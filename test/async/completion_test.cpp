@@ -308,11 +308,7 @@ BOOST_AUTO_TEST_CASE(kill_before_the_join_gives_minus_nine) {
   auto p = released_child(release, 0);
   p.start();
   p.kill();
-  asio::io_context ioc;
-  join_result r;
-  asio::co_spawn(ioc, join_into(p, r), rethrow{});
-  run_guarded(ioc);
-  BOOST_TEST(r.code == -9);
+  BOOST_TEST(awaited_join(p).code == -9);
 }
 
 BOOST_AUTO_TEST_CASE(a_crash_gives_minus_the_signal) {
@@ -321,11 +317,7 @@ BOOST_AUTO_TEST_CASE(a_crash_gives_minus_the_signal) {
     std::raise(SIGSEGV);
   });
   p.start();
-  asio::io_context ioc;
-  join_result r;
-  asio::co_spawn(ioc, join_into(p, r), rethrow{});
-  run_guarded(ioc);
-  BOOST_TEST(r.code == -SIGSEGV);
+  BOOST_TEST(awaited_join(p).code == -SIGSEGV);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

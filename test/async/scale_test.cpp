@@ -111,7 +111,7 @@ BOOST_AUTO_TEST_CASE(a_thousand_children_awaited_at_once_on_one_thread) {
   constexpr std::size_t n = 1000;
   // Each child costs a sentinel (plus, in the pipe fallback, a keep-alive pipe end) and each
   // pending join a duplicate of it.
-  const descriptor_limit_raised descriptors;  // declared first: it outlives the children
+  const coproc_test::descriptor_limit_raised descriptors;  // declared first: it outlives the children
   BOOST_REQUIRE_MESSAGE(descriptors.limit() >= 4 * n + 64, "not enough descriptors");
   test_pipe release;
   std::vector<coproc::process> children;

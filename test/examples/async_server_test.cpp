@@ -10,14 +10,9 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <stddef.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -64,47 +59,13 @@ bool pipe_sentinel_setup() { return !coproc::testing::pidfd_sentinels(); }
 // allocate in the child (the exception they throw); in the sanitizer builds they go to
 // single-threaded servers only, and the multi-threaded cases use `fib N` instead, whose child
 // does not allocate.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool fork_safe_allocator = false;
-#else
-constexpr bool fork_safe_allocator = true;
-#endif
-
-// The filter that makes pidfd_open fail with ENOSYS; nullptr where it cannot be expressed.
-const sock_fprog* refuse_pidfd_open_filter() {
-#if defined(__x86_64__) || defined(__aarch64__)
-#if defined(__x86_64__)
-  constexpr unsigned arch = AUDIT_ARCH_X86_64;
-#else
-  constexpr unsigned arch = AUDIT_ARCH_AARCH64;
-#endif
-  static sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  static const sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  return &prog;
-#else
-  return nullptr;
-#endif
-}
+constexpr bool fork_safe_allocator = !coproc_test::sanitized;
 
 // Whether the filter can be installed here: a forked child tries, as program's child does.
 bool refuse_pidfd_open_installs() {
-  const sock_fprog* refuse = refuse_pidfd_open_filter();
-  if (!refuse) return false;
   const pid_t pid = ::fork();
   if (pid < 0) return false;
-  if (pid == 0)
-    ::_exit(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-                    ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, refuse) == 0
-                ? 0
-                : 1);
+  if (pid == 0) ::_exit(coproc_test::refuse_pidfd_open(ENOSYS) ? 0 : 1);
   int st = 0;
   while (::waitpid(pid, &st, 0) == -1 && errno == EINTR) {
   }
@@ -188,16 +149,14 @@ class program {
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     // (Where it is needed the filter can be installed: see the suite's precondition.)
-    const sock_fprog* refuse = server_needs_the_filter() ? refuse_pidfd_open_filter() : nullptr;
+    const bool refuse = server_needs_the_filter();
     // Only system calls between fork and exec (this program may run threads).
     pid_ = ::fork();
     BOOST_REQUIRE_MESSAGE(pid_ >= 0, "fork: " << std::strerror(errno));
     if (pid_ == 0) {
       ::dup2(out[1], 1);
       ::dup2(in[0], 0);
-      if (refuse && (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-                     ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, refuse) != 0))
-        ::_exit(126);
+      if (refuse && !coproc_test::refuse_pidfd_open(ENOSYS)) ::_exit(126);
       ::execve(server_program, argv.data(), environ);
       ::_exit(127);
     }

@@ -40,10 +40,7 @@ BOOST_AUTO_TEST_SUITE(start_methods)
 BOOST_AUTO_TEST_CASE(the_default_is_fork_and_the_last_setting_wins) {
   BOOST_TEST((coproc::get_start_method() == coproc::start_method::fork));
   // The default is restored however the test ends: later tests start children with it.
-  struct start_method_restored {
-    coproc::start_method old = coproc::get_start_method();
-    ~start_method_restored() { coproc::set_start_method(old); }
-  } restore;
+  coproc_test::start_method_scope restore;
   coproc::set_start_method(coproc::start_method::spawn);
   coproc::set_start_method(coproc::start_method::forkserver);
   BOOST_TEST((coproc::get_start_method() == coproc::start_method::forkserver));

@@ -1,15 +1,8 @@
 // The failure modes the peers shipped with (peers-and-pitfalls.md, recommendation 10).
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <stddef.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -35,36 +28,13 @@
 #include "helpers.hpp"
 
 using namespace std::chrono_literals;
+using coproc_test::refuse_pidfd_open;
 using coproc_test::run_scenario;
+using coproc_test::sigchld_ignored;
 using coproc_test::test_pipe;
 using coproc_test::wait_for_release;
 
 namespace {
-
-// Makes pidfd_open fail with `err` for this process and its children, as an old container
-// runtime's seccomp profile (EPERM) or an old kernel (ENOSYS) would. False where the filter
-// cannot be expressed (other architectures).
-bool refuse_pidfd_open(int err) {
-#if defined(__x86_64__)
-  constexpr unsigned arch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-  constexpr unsigned arch = AUDIT_ARCH_AARCH64;
-#else
-  return false;
-#endif
-  sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
-}
 
 // True if every pidfd this process holds refers to `allowed` (from /proc/self/fdinfo). It runs
 // in children forked while other threads allocate, so it allocates nothing: under ASan, GCC 12's
@@ -134,20 +104,6 @@ BOOST_AUTO_TEST_CASE(pidfd_refused_by_seccomp_falls_back_to_the_pipe,
   }
 }
 
-// SIGCHLD ignored for the scope: the kernel reaps children by itself. Restored however the
-// scope ends, so a failing check cannot leave the next test's children to the same fate.
-struct sigchld_ignored {
-  struct sigaction old {};
-  sigchld_ignored() {
-    struct sigaction ignore {};
-    ignore.sa_handler = SIG_IGN;
-    ::sigaction(SIGCHLD, &ignore, &old);
-  }
-  ~sigchld_ignored() { ::sigaction(SIGCHLD, &old, nullptr); }
-  sigchld_ignored(const sigchld_ignored&) = delete;
-  sigchld_ignored& operator=(const sigchld_ignored&) = delete;
-};
-
 // A child whose status somebody else took reads the same everywhere: exit code 255, no
 // exception, no error code (never ECHILD), and never "still running"; status() says lost.
 // join() is the first to look (it waits for the child's end); then every other reader.
@@ -186,15 +142,11 @@ void expect_lost(coproc::process& p) {
 }
 
 // While set, the parent's side of every fork in this process waits, before fork() returns to
-// coproc, until the kernel has reaped all children (only when SIGCHLD is ignored, where waitid
-// blocks until no child is left and then fails with ECHILD). So it needs the test's own child
-// to be the only one alive: every earlier test joins its children.
+// coproc, until the kernel has reaped all children (only when SIGCHLD is ignored). So it needs
+// the test's own child to be the only one alive: every earlier test joins its children.
 std::atomic<bool> hold_until_children_reaped{false};
 void on_fork_in_parent() {
-  if (!hold_until_children_reaped.load()) return;
-  siginfo_t info{};
-  while (::waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) == 0 || errno == EINTR) {
-  }
+  if (hold_until_children_reaped.load()) coproc_test::wait_until_children_reaped();
 }
 
 BOOST_AUTO_TEST_CASE(sigchld_ignored_reports_the_lost_status) {
@@ -333,24 +285,12 @@ BOOST_AUTO_TEST_CASE(start_failure_leaves_no_child_behind) {
   coproc::process q([] {});
   // The limit and the hogs go however the test ends: the next test needs its descriptors.
   coproc_test::rlimit_scope limit(RLIMIT_NOFILE);
-  struct descriptor_hogs {
-    std::vector<int> fds;
-    void release() {
-      for (int fd : fds) ::close(fd);
-      fds.clear();
-    }
-    ~descriptor_hogs() { release(); }
-  } hogs;
-  rlimit tight = limit.old();
-  tight.rlim_cur = 64;
-  BOOST_REQUIRE(limit.set(tight));
-  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hogs.fds.push_back(fd);
+  coproc_test::descriptor_hogs hogs;
+  BOOST_REQUIRE(limit.set_soft(64) == 64);
+  hogs.fill();
   // Leave exactly one descriptor free: enough for fork's bookkeeping in a sanitizer's runtime
   // but not for coproc's sentinel and the child's checks.
-  if (!hogs.fds.empty()) {
-    ::close(hogs.fds.back());
-    hogs.fds.pop_back();
-  }
+  hogs.free_one();
   bool threw = false;
   try {
     p.start();
@@ -367,7 +307,7 @@ BOOST_AUTO_TEST_CASE(start_failure_leaves_no_child_behind) {
     BOOST_TEST((e.code().value() == EMFILE || e.code().value() == ENFILE), e.what());
   }
   hogs.release();
-  limit.set(limit.old());
+  limit.restore();
   BOOST_TEST(threw);
   BOOST_TEST(!coproc_test::has_zombie_child());
   BOOST_TEST(coproc::active_children().empty());

@@ -32,12 +32,7 @@ run_result run_scenario(const std::string& name, std::vector<std::string> args, 
   ::close(err[1]);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawn");
   std::thread writer([fd = in[1], input = std::move(input)] {
-    std::size_t done = 0;
-    while (done < input.size()) {
-      auto n = ::write(fd, input.data() + done, input.size() - done);
-      if (n <= 0) break;
-      done += static_cast<std::size_t>(n);
-    }
+    write_all(fd, input.data(), input.size());  // a scenario that stops reading ends it early
     ::close(fd);
   });
   run_result res{};

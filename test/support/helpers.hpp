@@ -3,10 +3,17 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +34,8 @@
 #include <ostream>
 
 #include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
 
 extern char** environ;
 
@@ -55,6 +64,60 @@ struct scenario_registrar {
   static int scenario_##name(int argc, char** argv);                             \
   static ::coproc_test::scenario_registrar registrar_##name(#name, scenario_##name); \
   static int scenario_##name([[maybe_unused]] int argc, [[maybe_unused]] char** argv)
+
+// GCC 12's ASan and TSan allocators are not fork-safe: a child forked while another thread of
+// the parent allocates may hang at its first allocation (docs/design.md, "Forked children
+// under the sanitizers"). True in those two builds (not under UBSan alone): tests that fork from
+// a multi-threaded parent keep their children allocation-free there, or do less.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+
+// Writes `n` bytes from `data` to `fd` with write(2), again after EINTR and short writes; false
+// (errno says why) if a write fails. Allocation-free: children of multi-threaded parents call it.
+inline bool write_all(int fd, const void* data, std::size_t n) noexcept {
+  auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const auto w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// Formats `v` in decimal into `out` (no allocation, no terminating '\0'); returns the number of
+// characters.
+inline std::size_t format_decimal(unsigned long v, char* out) noexcept {
+  char tmp[24];
+  std::size_t n = 0;
+  do {
+    tmp[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (std::size_t i = 0; i < n; ++i) out[i] = tmp[n - 1 - i];
+  return n;
+}
+
+// Waits until `fd` is readable (or hung up, or in error: a read then tells which); false once
+// `deadline` has passed (a hang guard) or if poll(2) fails. Allocation-free.
+inline bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) noexcept {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+inline bool wait_readable(int fd, std::chrono::milliseconds guard) noexcept {
+  return wait_readable(fd, std::chrono::steady_clock::now() + guard);
+}
 
 // Number of open descriptors of this process.
 inline int fd_count() {
@@ -100,13 +163,8 @@ class test_pipe {
   }
   // In the child.
   void write(const std::string& s) const {
-    std::size_t done = 0;
-    while (done < s.size()) {
-      auto n = ::write(w_, s.data() + done, s.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw std::system_error(errno, std::generic_category(), "write");
-      done += static_cast<std::size_t>(n);
-    }
+    if (!write_all(w_, s.data(), s.size()))
+      throw std::system_error(errno, std::generic_category(), "write");
   }
   // In the parent: everything until EOF (close the parent's write end first), with a hang guard.
   std::string read_all(std::chrono::seconds guard = std::chrono::seconds(30)) {
@@ -115,12 +173,7 @@ class test_pipe {
     const auto deadline = std::chrono::steady_clock::now() + guard;
     char buf[4096];
     for (;;) {
-      pollfd p{r_, POLLIN, 0};
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) throw std::runtime_error("read_all: hang guard expired");
-      if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
-        throw std::system_error(errno, std::generic_category(), "poll");
+      if (!wait_readable(r_, deadline)) throw std::runtime_error("read_all: hang guard expired");
       auto n = ::read(r_, buf, sizeof buf);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n < 0) throw std::system_error(errno, std::generic_category(), "read");
@@ -133,12 +186,7 @@ class test_pipe {
     std::string out;
     const auto deadline = std::chrono::steady_clock::now() + guard;
     for (;;) {
-      pollfd p{r_, POLLIN, 0};
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) throw std::runtime_error("read_line: hang guard expired");
-      if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
-        throw std::system_error(errno, std::generic_category(), "poll");
+      if (!wait_readable(r_, deadline)) throw std::runtime_error("read_line: hang guard expired");
       char c;
       auto n = ::read(r_, &c, 1);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -157,8 +205,7 @@ class test_pipe {
 // never come.
 inline void wait_for_release(test_pipe& release) {
   release.close_write();
-  pollfd p{release.read_fd(), POLLIN, 0};
-  ::poll(&p, 1, 30'000);
+  wait_readable(release.read_fd(), std::chrono::seconds(30));
 }
 
 // Checks that `f` throws std::logic_error whose what() contains `words` (Python's wording for a
@@ -209,7 +256,25 @@ class signal_action_scope {
   struct sigaction old_ {};
 };
 
-// `sig` is added to this thread's signal mask for the scope.
+// SIGCHLD ignored for the scope: the kernel reaps children by itself, and their status is lost.
+struct sigchld_ignored : signal_action_scope {
+  sigchld_ignored() : signal_action_scope(SIGCHLD, SIG_IGN) {}
+};
+
+// With SIGCHLD ignored (sigchld_ignored): waits until the kernel has reaped every child of this
+// process -- waitid then blocks while any child runs and fails with ECHILD once none is left --
+// so the test's own child must be the only one. Returns the errno that ended the wait (ECHILD
+// unless something else went wrong). Allocation-free: a pthread_atfork handler may call it.
+inline int wait_until_children_reaped() noexcept {
+  siginfo_t info{};
+  while (::waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) == 0 || errno == EINTR) {
+  }
+  return errno;
+}
+
+// `sig` is added to this thread's signal mask for the scope. At its end the whole mask is put
+// back as it was at its start: whatever else was blocked (or unblocked) in between is undone
+// too.
 class signal_blocked_scope {
  public:
   explicit signal_blocked_scope(int sig) {
@@ -227,24 +292,127 @@ class signal_blocked_scope {
   sigset_t old_;
 };
 
-// A resource limit, restored at the end of the scope to what it was at its start.
+// A resource limit, restored at the end of the scope (or by restore()) to what it was at its
+// start.
 class rlimit_scope {
  public:
   explicit rlimit_scope(int resource) : resource_(resource) {
     if (::getrlimit(resource_, &old_) == -1)
       throw std::system_error(errno, std::generic_category(), "getrlimit");
   }
-  ~rlimit_scope() { ::setrlimit(resource_, &old_); }
+  ~rlimit_scope() { restore(); }
   rlimit_scope(const rlimit_scope&) = delete;
   rlimit_scope& operator=(const rlimit_scope&) = delete;
 
   const rlimit& old() const { return old_; }
-  bool set(const rlimit& lim) const { return ::setrlimit(resource_, &lim) == 0; }
+  // Sets the soft limit to `soft` (at most the hard limit); returns the soft limit now in force.
+  rlim_t set_soft(rlim_t soft) const {
+    rlimit lim = old_;
+    lim.rlim_cur = soft > lim.rlim_max ? lim.rlim_max : soft;
+    ::setrlimit(resource_, &lim);
+    ::getrlimit(resource_, &lim);
+    return lim.rlim_cur;
+  }
+  void restore() const { ::setrlimit(resource_, &old_); }
 
  private:
   int resource_;
   rlimit old_{};
 };
+
+// The soft limit on open descriptors raised to the hard limit for the scope; limit() is the
+// soft limit then in force.
+class descriptor_limit_raised {
+ public:
+  descriptor_limit_raised() : limit_(saved_.set_soft(saved_.old().rlim_max)) {}
+  rlim_t limit() const { return limit_; }
+
+ private:
+  rlimit_scope saved_{RLIMIT_NOFILE};
+  rlim_t limit_;
+};
+
+// Descriptors opened on /dev/null until the table is full (EMFILE); closed at the end of the
+// scope (or by release()). Filling allocates nothing (below 4,096 descriptors).
+class descriptor_hogs {
+ public:
+  descriptor_hogs() { fds_.reserve(4096); }
+  ~descriptor_hogs() { release(); }
+  descriptor_hogs(const descriptor_hogs&) = delete;
+  descriptor_hogs& operator=(const descriptor_hogs&) = delete;
+
+  // Returns the errno that stopped the filling (EMFILE expected).
+  int fill() {
+    for (;;) {
+      const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return errno;
+      fds_.push_back(fd);
+    }
+  }
+  // Closes one of them (if any): one descriptor free again.
+  void free_one() {
+    if (fds_.empty()) return;
+    ::close(fds_.back());
+    fds_.pop_back();
+  }
+  void release() {
+    for (int fd : fds_) ::close(fd);
+    fds_.clear();
+  }
+  std::size_t size() const { return fds_.size(); }
+
+ private:
+  std::vector<int> fds_;
+};
+
+// The default start method (coproc::set_start_method), restored at the end of the scope.
+class start_method_scope {
+ public:
+  start_method_scope() = default;
+  ~start_method_scope() { coproc::set_start_method(old_); }
+  start_method_scope(const start_method_scope&) = delete;
+  start_method_scope& operator=(const start_method_scope&) = delete;
+
+ private:
+  coproc::start_method old_ = coproc::get_start_method();
+};
+
+// seccomp filters, for tests that make a system call fail as a kernel, a container runtime or a
+// limit would. seccomp_audit_arch is this architecture's AUDIT_ARCH_ value, 0 where the tests
+// do not express filters (install_seccomp_filter then refuses).
+#if defined(__x86_64__)
+inline constexpr unsigned seccomp_audit_arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+inline constexpr unsigned seccomp_audit_arch = AUDIT_ARCH_AARCH64;
+#else
+inline constexpr unsigned seccomp_audit_arch = 0;
+#endif
+
+// Installs `filter` for this thread and every process forked (or thread created) from it from
+// now on; there is no way back. False where it cannot be expressed or installed. System calls
+// only: a child between fork and exec may call it.
+template <std::size_t N>
+bool install_seccomp_filter(sock_filter (&filter)[N]) noexcept {
+  if (seccomp_audit_arch == 0) return false;
+  sock_fprog prog{static_cast<unsigned short>(N), filter};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+// Makes pidfd_open fail with `err` from now on (install_seccomp_filter), as an old container
+// runtime's seccomp profile (EPERM) or an old kernel (ENOSYS) would.
+inline bool refuse_pidfd_open(int err) noexcept {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, seccomp_audit_arch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  return install_seccomp_filter(filter);
+}
 
 // True if thread `tid` of process `pid` sleeps in the kernel (state S in
 // /proc/<pid>/task/<tid>/stat: blocked in a system call, neither running nor runnable). It
