@@ -40,7 +40,7 @@ exit_watch::~exit_watch() {
 }
 
 bool exit_watch::add(std::shared_ptr<waiter> w) {
-  lock_type l(mutex_);
+  lock_type l(state_->watch_mutex());
   // The end is published before the waiters are taken, under this lock: a waiter either sees
   // it here or is in the list that deliver() takes.
   if (state_->ended()) return false;
@@ -50,7 +50,7 @@ bool exit_watch::add(std::shared_ptr<waiter> w) {
 }
 
 void exit_watch::remove(const waiter* w) noexcept {
-  lock_type l(mutex_);
+  lock_type l(state_->watch_mutex());
   auto it = std::find_if(waiters_.begin(), waiters_.end(),
                          [w](const std::shared_ptr<waiter>& p) { return p.get() == w; });
   if (it == waiters_.end()) return;
@@ -59,7 +59,7 @@ void exit_watch::remove(const waiter* w) noexcept {
 }
 
 void exit_watch::abort_all() noexcept {
-  lock_type l(mutex_);
+  lock_type l(state_->watch_mutex());
   auto waiters = std::move(waiters_);
   waiters_.clear();
   stop_waiting();
@@ -82,14 +82,16 @@ void exit_watch::wait_sentinel() {
 
 void exit_watch::back_off() {
   if (!backoff_) backoff_ = std::make_unique<asio::steady_timer>(descriptor_.get_executor());
-  backoff_->expires_after(delay_);
-  delay_ = std::min(delay_ * 2, std::chrono::microseconds(10'000));
+  // 50 us doubling to 10 ms.
+  backoff_->expires_after(std::min(std::chrono::microseconds(50 << backoff_steps_),
+                                   std::chrono::microseconds(10'000)));
+  if (backoff_steps_ < 8) ++backoff_steps_;
   pending_ = true;
   backoff_->async_wait([self = shared_from_this()](error_code ec) { self->on_event(ec, false); });
 }
 
 void exit_watch::on_event(error_code ec, bool from_sentinel) {
-  lock_type l(mutex_);
+  lock_type l(state_->watch_mutex());
   pending_ = false;
   if (waiters_.empty()) return;  // the last waiter left; nothing is pending any more
   if (ec == asio::error::operation_aborted) {

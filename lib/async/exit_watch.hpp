@@ -65,9 +65,10 @@ class exit_watch final : public reactor_watch, public std::enable_shared_from_th
   // The status can come a moment after the sentinel (the pipe's EOF precedes the zombie):
   // the watch then looks again, 50 us doubling to 10 ms.
   std::unique_ptr<boost::asio::steady_timer> backoff_;
-  std::chrono::microseconds delay_{50};
+  unsigned char backoff_steps_ = 0;
 
-  std::mutex mutex_;
+  // Guarded by the state's watch_mutex() (a pending join's size is what an async server pays
+  // per awaited child; a lock of its own would be 40 bytes of it).
   bool pending_ = false;  // a wait on the sentinel or the back-off timer is outstanding
   boost::container::small_vector<std::shared_ptr<waiter>, 1> waiters_;
 };

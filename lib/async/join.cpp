@@ -23,15 +23,15 @@ class join_op final : public operation<Result>, public exit_watch::waiter {
   using typename base::lock_type;
 
  public:
-  join_op(std::shared_ptr<child_state> state, reactor where, typename base::handler_type h)
-      : base(where.executor, std::move(h)), state_(std::move(state)), where_(where) {}
+  join_op(std::shared_ptr<child_state> state, const reactor& where, typename base::handler_type h)
+      : base(where.executor, std::move(h)), state_(std::move(state)), reactor_key_(where.key) {}
 
   void start(std::optional<std::chrono::nanoseconds> timeout) {
     auto l = this->lock();
     try {
       const bool poll = timeout && timeout->count() <= 0;
       if (state_->try_reap() || poll) return decided(l);
-      auto watch = exit_watch::of(state_, where_);
+      auto watch = exit_watch::of(state_, {this->io_, reactor_key_});
       watch_ = watch;
       this->accept_cancellation();
       if (timeout && *timeout != std::chrono::nanoseconds::max()) this->arm_deadline(*timeout);
@@ -113,7 +113,8 @@ class join_op final : public operation<Result>, public exit_watch::waiter {
   }
 
   const std::shared_ptr<child_state> state_;
-  const reactor where_;
+  const void* const reactor_key_;  // its executor is io_: a pending join's size is what an
+                                   // async server pays per awaited child
   std::weak_ptr<exit_watch> watch_;  // weak: the watch holds its waiters
 };
 

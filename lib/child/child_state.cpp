@@ -61,7 +61,7 @@ void child_state::send_signal(int sig) {
 void child_state::abort_waiters() noexcept {
   std::vector<std::shared_ptr<reactor_watch>> live;
   {
-    std::lock_guard lock(watch_mutex_);
+    std::lock_guard lock(reap_mutex_);
     for (auto& e : watches_)
       if (auto w = e.watch.lock()) live.push_back(std::move(w));
     watches_.clear();

@@ -77,6 +77,9 @@ class child_state {
   std::shared_ptr<W> watch_for(const void* reactor, Make&& make);
   // The process object is gone: pending joins are aborted.
   void abort_waiters() noexcept;
+  // Guards the watches of this state (and their lists of waiters). Never held while the
+  // status is collected, nor while a waiter completes.
+  std::mutex& watch_mutex() noexcept { return reap_mutex_; }
 
   // Bookkeeping of the registry of children; guarded by the registry's mutex.
   process* owner = nullptr;
@@ -99,13 +102,14 @@ class child_state {
     const void* reactor;
     std::weak_ptr<reactor_watch> watch;
   };
-  std::mutex watch_mutex_;
+  // Under reap_mutex_ too: both are held for a few instructions, and an async server pays for
+  // every byte of this state per awaited child.
   boost::container::small_vector<watch_entry, 1> watches_;
 };
 
 template <class W, class Make>
 std::shared_ptr<W> child_state::watch_for(const void* reactor, Make&& make) {
-  std::lock_guard lock(watch_mutex_);
+  std::lock_guard lock(reap_mutex_);
   for (auto& e : watches_)
     if (e.reactor == reactor)
       if (auto w = e.watch.lock()) return std::static_pointer_cast<W>(w);
