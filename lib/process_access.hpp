@@ -15,6 +15,10 @@ struct process_access {
   static std::shared_ptr<child_state>& state(process& p) { return p.state_; }
   static const std::string& identity(const process& p) { return p.identity_; }
   static bool daemon(const process& p) { return p.daemon_; }
+  // coproc's own descriptors the child keeps: connections among the target's arguments.
+  static void handed_descriptors(const process& p, std::vector<int>& out) {
+    if (p.target_) p.target_->handed_descriptors(out);
+  }
   static process* make_main() { return new process(process::main_tag{}); }
   static process* make_parent(std::string name, pid_t pid, std::shared_ptr<child_state> st) {
     return new process(process::parent_tag{}, std::move(name), pid, std::move(st));

@@ -1,6 +1,8 @@
 // coproc::wait and coproc::async_wait: readiness of several sentinels and descriptors.
 #include <coproc/wait.hpp>
 
+#include <coproc/connection.hpp>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -29,7 +31,8 @@ int fd_of(const waitable& w) {
           if (!v) throw std::logic_error("wait: null process");
           return v->sentinel();
         } else {
-          throw std::logic_error("wait: coproc::connection is not available in this version");
+          if (!v) throw std::logic_error("wait: null connection");
+          return v->fileno();  // nothing is read ahead: the descriptor's readiness is the end's
         }
       },
       w);
@@ -148,7 +151,7 @@ class wait_op final : public operation<std::vector<waitable>> {
     }
   }
 
-  void on_cancel(lock_type& l) override { complete_later(l, asio::error::operation_aborted, {}); }
+  void on_cancel(lock_type& l, asio::cancellation_type) override { complete_later(l, asio::error::operation_aborted, {}); }
   void on_deadline(lock_type& l) override { complete(l, {}, {}); }
 
   void release(lock_type&) noexcept override {

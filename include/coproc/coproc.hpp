@@ -2,6 +2,7 @@
 #pragma once
 
 #include <coproc/bytes.hpp>
+#include <coproc/connection.hpp>
 #include <coproc/context.hpp>
 #include <coproc/error.hpp>
 #include <coproc/process.hpp>

@@ -37,6 +37,13 @@ class timeout_error : public process_error {
   using process_error::process_error;
 };
 
+/// A typed message could not be converted (to JSON on send, or from it on receive). what()
+/// names the C++ type and, for nested values, where.
+class message_error : public process_error {
+ public:
+  using process_error::process_error;
+};
+
 /// End of stream on a connection (Python's EOFError).
 class eof_error : public std::runtime_error {
  public:

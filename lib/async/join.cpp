@@ -83,7 +83,7 @@ class join_op final : public operation<Result>, public exit_watch::waiter {
     if (state_->ended()) unlist();
   }
 
-  void on_cancel(lock_type& l) override {
+  void on_cancel(lock_type& l, asio::cancellation_type) override {
     leave_watch();
     this->complete_later(l, asio::error::operation_aborted, failed());
   }

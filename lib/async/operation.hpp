@@ -109,9 +109,10 @@ class operation : public std::enable_shared_from_this<operation<Results...>> {
     finish(l, true, ec, std::move(results)...);
   }
 
-  // Cancellation requested (under the lock, not done). Complete, usually with
-  // operation_aborted through complete_later().
-  virtual void on_cancel(lock_type& l) = 0;
+  // Cancellation of `type` requested (under the lock, not done). Complete, usually with
+  // operation_aborted through complete_later(), or ignore it when this type cannot be honoured
+  // (an operation halfway through a message honours only terminal cancellation).
+  virtual void on_cancel(lock_type& l, asio::cancellation_type type) = 0;
   // The deadline passed (under the lock, not done).
   virtual void on_deadline(lock_type&) {}
   // Completing (under the lock): stop whatever is still pending, so nothing keeps the
@@ -129,7 +130,7 @@ class operation : public std::enable_shared_from_this<operation<Results...>> {
       if ((type & types) == asio::cancellation_type::none) return;
       if (auto p = op.lock()) {
         auto l = p->lock();
-        if (!p->done_) p->on_cancel(l);
+        if (!p->done_) p->on_cancel(l, type);
       }
     }
   };

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "core/syscalls.hpp"
 #include "process_access.hpp"
@@ -45,7 +46,8 @@ std::shared_ptr<child_state> fork_method::launch(process& self) {
   }
   // The child reads these from its copy of this frame, which it never leaves.
   const std::string parent_name = rt().current->name();
-  const int keep[] = {exit_pipe.write_end.get(), alive_pipe.read_end.get()};
+  std::vector<int> keep = {exit_pipe.write_end.get(), alive_pipe.read_end.get()};
+  process_access::handed_descriptors(self, keep);
   const child_start start{&self, {self_pid(), parent_name, by_pidfd, alive_pipe.read_end.get()},
                           keep};
   flush_std_streams();

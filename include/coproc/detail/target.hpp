@@ -6,6 +6,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace coproc {
 class process;
@@ -22,10 +23,23 @@ concept process_target =
     (std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...> ||
      std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...>);
 
+// The descriptors an argument hands to the child: a type that has some declares
+// `void coproc_handed_descriptors(const T&, std::vector<int>&)` where ADL finds it
+// (connection does). Children close coproc's own descriptors except these.
+template <class T>
+void handed_descriptors_of(const T& arg, std::vector<int>& out) {
+  if constexpr (requires { coproc_handed_descriptors(arg, out); }) {
+    coproc_handed_descriptors(arg, out);
+  } else if constexpr (requires { arg.get(); coproc_handed_descriptors(arg.get(), out); }) {
+    coproc_handed_descriptors(arg.get(), out);  // std::reference_wrapper
+  }
+}
+
 class target_base {
  public:
   virtual ~target_base() = default;
   virtual void call() = 0;
+  virtual void handed_descriptors(std::vector<int>& out) const = 0;
 };
 
 template <class F, class... Args>
@@ -34,6 +48,10 @@ class target_impl final : public target_base {
   template <class G, class... A>
   explicit target_impl(G&& f, A&&... args)
       : f_(std::forward<G>(f)), args_(std::forward<A>(args)...) {}
+
+  void handed_descriptors(std::vector<int>& out) const override {
+    std::apply([&](const Args&... a) { (handed_descriptors_of(a, out), ...); }, args_);
+  }
 
   void call() override {
     // Lvalues keep run() repeatable (Python allows calling p.run() directly); a target that

@@ -18,10 +18,7 @@
 #include <boost/asio/system_executor.hpp>
 #include <boost/system/error_code.hpp>
 
-namespace boost::asio::detail {
-template <typename T, typename Blocking>
-class promise_executor;  // use_future's (boost/asio/impl/use_future.hpp)
-}  // namespace boost::asio::detail
+#include <coproc/detail/async_support.hpp>
 
 namespace coproc::detail {
 
@@ -37,30 +34,6 @@ void start_async_join(std::shared_ptr<child_state> state, boost::asio::any_io_ex
                       join_handler handler);
 void start_async_join(std::shared_ptr<child_state> state, boost::asio::any_io_executor io,
                       std::chrono::nanoseconds timeout, timed_join_handler handler);
-
-// Executors that stand for "no executor of your own": the system executor, and
-// use_future's, which runs handlers where they complete and reports the system context
-// (as execution_context&, so its type alone does not tell).
-template <class T>
-struct runs_anywhere : std::false_type {};
-template <class B, class R, class A>
-struct runs_anywhere<boost::asio::basic_system_executor<B, R, A>> : std::true_type {};
-template <class F, class B>
-struct runs_anywhere<boost::asio::detail::promise_executor<F, B>> : std::true_type {};
-
-// The handler's executor, when its context can run a reactor: an io_context, a thread_pool, a
-// strand of either, an any_io_executor. Empty otherwise: those waits go to coproc's own I/O
-// thread. Decided from the type, so that nothing asks such an executor for its context
-// (which would start the system context's thread pool).
-template <class Executor>
-boost::asio::any_io_executor io_executor_of(const Executor& ex) {
-  if constexpr (runs_anywhere<Executor>::value ||
-                !std::is_constructible_v<boost::asio::any_io_executor, const Executor&>) {
-    return {};
-  } else {
-    return boost::asio::any_io_executor(ex);
-  }
-}
 
 struct initiate_join {
   template <class Handler>
