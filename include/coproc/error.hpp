@@ -3,6 +3,9 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+
+#include <boost/system/error_code.hpp>
 
 #include <coproc/bytes.hpp>
 
@@ -50,6 +53,21 @@ class eof_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The error codes of coproc's own failures, as asynchronous operations report them (the
+/// blocking forms throw the exceptions named here). Category name: "coproc".
+enum class errc {
+  authentication_failed = 1,  ///< the handshake failed (blocking: authentication_error)
+  remote_error,               ///< the child's function threw (blocking: remote_error)
+  child_died,                 ///< the child ended without a result (blocking: process_error)
+};
+
+/// The category of coproc::errc.
+const boost::system::error_category& error_category() noexcept;
+
+inline boost::system::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
 /// What coproc::exit(n) throws to unwind a target (Python's SystemExit).
 ///
 /// It is deliberately not a std::exception: `catch (const std::exception&)` in a target
@@ -68,3 +86,6 @@ struct system_exit {
 [[noreturn]] void exit(int code);
 
 }  // namespace coproc
+
+template <>
+struct boost::system::is_error_code_enum<coproc::errc> : std::true_type {};
