@@ -87,6 +87,14 @@ class send_op final : public stream_op<std::size_t> {
     if (claimed_) state_->end_async_send();
   }
 
+  // The end is free again before the handler runs: a coroutine that awaits the next send as
+  // soon as this one resumes it must not find the end still busy with this operation.
+  void release(lock_type& l) noexcept override {
+    stream_op::release(l);
+    if (claimed_) state_->end_async_send();
+    claimed_ = false;
+  }
+
   void start() {
     auto l = lock();
     if (!state_->try_begin_async_send())
@@ -166,6 +174,13 @@ class recv_op final : public stream_op<Result> {
       : base(std::move(state), where, std::move(handler)), reader_({}, buf) {}
   ~recv_op() override {
     if (claimed_) this->state_->end_async_recv();
+  }
+
+  // As for send_op: the next receive may start from this one's handler.
+  void release(lock_type& l) noexcept override {
+    base::release(l);
+    if (claimed_) this->state_->end_async_recv();
+    claimed_ = false;
   }
 
   void start() {
