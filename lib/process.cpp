@@ -20,13 +20,6 @@ namespace coproc {
 namespace {
 [[noreturn]] void misuse(const char* what) { throw std::logic_error(what); }
 
-std::optional<std::chrono::steady_clock::time_point> deadline_after(std::chrono::nanoseconds ns) {
-  using clock = std::chrono::steady_clock;
-  if (ns == std::chrono::nanoseconds::max()) return std::nullopt;
-  const auto now = clock::now();
-  if (ns > clock::time_point::max() - now) return std::nullopt;
-  return now + std::chrono::duration_cast<clock::duration>(ns);
-}
 }  // namespace
 
 process::process() : process(process_options{}) {}
@@ -140,7 +133,7 @@ int process::join() {
 
 std::optional<int> process::join_for(std::chrono::nanoseconds timeout) {
   check_joinable();
-  const bool ended = state_->wait(deadline_after(timeout));
+  const bool ended = state_->wait(detail::deadline_after(timeout));
   // Python's _ParentProcess.join returns None either way.
   if (!ended || role_ == role::parent) return std::nullopt;
   unlist();

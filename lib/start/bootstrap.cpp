@@ -19,6 +19,7 @@
 
 #include <coproc/error.hpp>
 
+#include "core/demangle.hpp"
 #include "core/fd_record.hpp"
 #include "runtime/exit_policy.hpp"
 #include "runtime/std_streams.hpp"
@@ -62,28 +63,12 @@ void stdin_to_devnull() noexcept {
   }
 }
 
-std::string demangle(const char* name) {
-  int status = 0;
-  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  std::string result = (status == 0 && out) ? out : name;
-  std::free(out);
-  return result;
-}
-
 // Python's traceback on stderr: "Process <name>:" and the exception's dynamic type and
 // what(), in one write so the lines of concurrent children do not interleave. Call it in a
 // handler. A failure to report (bad_alloc) leaves the exit code to say it.
 void report_current_exception(const std::string& process_name) noexcept {
   try {
-    std::string what;
-    try {
-      throw;
-    } catch (const std::exception& e) {
-      what = demangle(typeid(e).name()) + ": " + e.what();
-    } catch (...) {
-      const std::type_info* t = abi::__cxa_current_exception_type();
-      what = t ? demangle(t->name()) + " (not a std::exception)" : "unknown exception";
-    }
+    const std::string what = describe_current_exception();
     const std::string text = "Process " + process_name + ":\n" + what + "\n";
     std::fflush(stderr);
     const char* p = text.data();

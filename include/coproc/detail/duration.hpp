@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <ratio>
 #include <type_traits>
 
@@ -36,6 +37,17 @@ constexpr std::chrono::nanoseconds saturating_ns(std::chrono::duration<Rep, Peri
       return std::chrono::duration_cast<nanoseconds>(w);
     }
   }
+}
+
+// The moment `timeout` (from saturating_ns) ends; nullopt for "no limit" (max, or beyond what
+// the clock can hold).
+inline std::optional<std::chrono::steady_clock::time_point> deadline_after(
+    std::chrono::nanoseconds timeout) {
+  using clock = std::chrono::steady_clock;
+  if (timeout == std::chrono::nanoseconds::max()) return std::nullopt;
+  const auto now = clock::now();
+  if (timeout > clock::time_point::max() - now) return std::nullopt;
+  return now + std::chrono::duration_cast<clock::duration>(timeout);
 }
 
 }  // namespace coproc::detail
