@@ -1,6 +1,5 @@
 // Messages between parent and child: connection throughput (small messages per second,
-// bandwidth with large ones) and apply_async's round trip. coproc's connections and
-// apply_async are not built yet; their rows say so, and the anchors already run.
+// bandwidth with large ones) and apply_async's round trip.
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -12,7 +11,17 @@
 #include <string>
 #include <vector>
 
+#include <algorithm>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <coproc/coproc.hpp>
+
 #include "bench.hpp"
+#include "start_join.hpp"
 
 namespace bench {
 namespace {
@@ -27,18 +36,70 @@ std::size_t message_count(const case_env& env) {
 }
 
 // ---------------------------------------------------------------------------------------
-// When coproc::pipe and coproc::connection land, each of these becomes the same loop as the
-// raw socketpair below, with send_bytes/recv_bytes in place of writev/read.
+// coproc: the same loop as the raw socketpair below, with send_bytes/recv_bytes (or their
+// awaitable twins) in place of writev/read, and a child started by coproc that reads.
 
-case_result coproc_pipe_messages(const case_env&) {
-  return skipped("not built yet: coproc::pipe / coproc::connection do not exist");
+case_result coproc_pipe(const case_env& env, bool bandwidth, bool awaited) {
+  const auto size = static_cast<std::size_t>(env.param);
+  const std::size_t count = message_count(env);
+  const int reps = env.warmup + env.iterations;
+  auto [parent_end, child_end] = coproc::pipe();
+  coproc::process reader(
+      [count, reps](coproc::connection c) {
+        std::vector<std::byte> buf(std::max<std::size_t>(1, 1 << 20));
+        for (int r = 0; r < reps; ++r) {
+          for (std::size_t i = 0; i < count; ++i) (void)c.recv_bytes_into(buf);
+          c.send_bytes(coproc::as_bytes("k"));
+        }
+      },
+      std::move(child_end));
+  reader.start();
+  const std::vector<std::byte> payload(size, std::byte{'x'});
+  boost::asio::io_context io;
+  case_result r;
+  for (int rep = 0; rep < reps; ++rep) {
+    const double t0 = now_us();
+    if (awaited) {
+      boost::asio::co_spawn(
+          io,
+          [&]() -> boost::asio::awaitable<void> {
+            for (std::size_t i = 0; i < count; ++i)
+              co_await parent_end.async_send_bytes(payload, boost::asio::use_awaitable);
+          },
+          boost::asio::detached);
+      io.restart();
+      io.run();
+    } else {
+      for (std::size_t i = 0; i < count; ++i) parent_end.send_bytes(payload);
+    }
+    (void)parent_end.recv_bytes();  // the reader's acknowledgement
+    const double t1 = now_us();
+    if (rep < env.warmup) continue;
+    const double seconds = (t1 - t0) / 1e6;
+    const double n = static_cast<double>(count);
+    r.samples.push_back(bandwidth ? n * static_cast<double>(size) / (1 << 20) / seconds
+                                  : n / seconds);
+  }
+  if (reader.join() != 0) return failed("reader child failed");
+  return r;
 }
-case_result coproc_pipe_bandwidth(const case_env&) {
-  return skipped("not built yet: coproc::pipe / coproc::connection do not exist");
-}
-// When coproc::apply_async lands: time apply_async(f, i).get() per call (one child each).
-case_result coproc_apply_async(const case_env&) {
-  return skipped("not built yet: coproc::apply_async does not exist");
+case_result coproc_pipe_messages(const case_env& env) { return coproc_pipe(env, false, false); }
+case_result coproc_pipe_bandwidth(const case_env& env) { return coproc_pipe(env, true, false); }
+case_result coproc_awaited_messages(const case_env& env) { return coproc_pipe(env, false, true); }
+
+int next_one(int i) { return i + 1; }
+
+// apply_async(f, i).get() per call: a child each, its result back as JSON.
+case_result coproc_apply_async(const case_env& env) {
+  case_result r;
+  for (int i = 0; i < env.warmup + env.iterations; ++i) {
+    const double t0 = now_us();
+    const int got = coproc::apply_async(next_one, i).get();
+    const double t1 = now_us();
+    if (got != i + 1) return failed("wrong result");
+    if (i >= env.warmup) r.samples.push_back(t1 - t0);
+  }
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,6 +219,9 @@ case_result python_pipe(const case_env& env, const char* quantity) {
 case_result python_messages(const case_env& env) { return python_pipe(env, "messages"); }
 case_result python_bandwidth(const case_env& env) { return python_pipe(env, "mib"); }
 case_result python_pool_apply(const case_env& env) { return run_python(env, {"pool-apply"}); }
+case_result coproc_fork_start_join(const case_env& env) {
+  return coproc_start_join_loop(env, coproc::start_method::fork);
+}
 
 }  // namespace
 
@@ -178,6 +242,7 @@ void add_ipc_groups(std::vector<group>& out, const options& opt) {
     g.variants = {
         {"coproc pipe() send_bytes/recv_bytes", role::subject, coproc_pipe_messages, 1, reps,
          dl},
+        {"coproc co_await async_send_bytes", role::info, coproc_awaited_messages, 1, reps, dl},
         {"raw socketpair (writev + 2 reads)", role::anchor, raw_messages, 1, reps, dl},
         {"Python multiprocessing Pipe()", role::anchor, python_messages, 1, reps, dl},
     };
@@ -211,6 +276,9 @@ void add_ipc_groups(std::vector<group>& out, const options& opt) {
     g.rounds = s ? 2 : 5;
     g.variants = {
         {"coproc apply_async().get()", role::subject, coproc_apply_async, 10, s ? 50 : 200, dl},
+        // The target: apply_async within 1.3x of coproc's own start+join.
+        {"coproc fork start+join (no result)", role::info, coproc_fork_start_join, 10,
+         s ? 50 : 200, dl},
         {"Python Pool(1).apply_async().get()", role::anchor, python_pool_apply, 20,
          s ? 200 : 500, dl},
     };
