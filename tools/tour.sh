@@ -21,6 +21,11 @@ if [ -x build/examples/async_server ]; then
   build/examples/async_server --demo
 fi
 
+if [ -x build/examples/two_languages ]; then
+  section "C++ and Python over one authenticated connection (examples/two_languages.cpp, .py)"
+  build/examples/two_languages
+fi
+
 if [ -x tools/bench.sh ]; then
   section "A short benchmark, side by side with its anchors (tools/bench.sh --short)"
   tools/bench.sh --short
