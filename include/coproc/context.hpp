@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include <coproc/connection.hpp>
 #include <coproc/process.hpp>
 #include <coproc/start_method.hpp>
 
@@ -46,6 +47,10 @@ class context {
     return coproc::process(options(std::move(opts)), std::forward<F>(target),
                            std::forward<Args>(args)...);
   }
+
+  /// Python's ctx.Pipe(duplex): the same ends as coproc::pipe(), whatever the method (the ends
+  /// reach a child as arguments of its target).
+  std::pair<connection, connection> pipe(bool duplex = true) const { return coproc::pipe(duplex); }
 
   /// The options a process made by this context starts with (for subclasses of process).
   process_options options(process_options opts) const {

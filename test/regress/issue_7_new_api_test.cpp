@@ -21,6 +21,33 @@
 using namespace async_test;
 using coproc_test::expect_misuse;
 
+// Python's ctx.Pipe(duplex): the ends reach a child the context made; duplex=false gives
+// (reader, writer) with Python's misuse words.
+BOOST_AUTO_TEST_CASE(a_context_makes_pipes) {
+  const auto ctx = coproc::get_context(coproc::start_method::fork);
+  auto [parent_end, child_end] = ctx.pipe();
+  coproc::process p = ctx.process(
+      [](coproc::connection c) { c.send_bytes(c.recv_bytes()); }, std::move(child_end));
+  p.start();
+  parent_end.send_bytes(coproc::as_bytes("via ctx"));
+  BOOST_TEST((parent_end.recv_bytes() == coproc::as_bytes("via ctx")));
+  BOOST_TEST(p.join() == 0);
+
+  auto [reader, writer] = ctx.pipe(false);
+  BOOST_TEST(reader.readable());
+  BOOST_TEST(!reader.writable());
+  BOOST_TEST(!writer.readable());
+  BOOST_TEST(writer.writable());
+  writer.send_bytes(coproc::as_bytes("one way"));
+  BOOST_TEST((reader.recv_bytes() == coproc::as_bytes("one way")));
+  try {
+    reader.send_bytes(coproc::as_bytes("x"));
+    BOOST_FAIL("a reader sent");
+  } catch (const std::logic_error& e) {
+    BOOST_TEST(std::string(e.what()) == "connection is read-only");
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. A status lost to somebody else's reap
 
