@@ -241,7 +241,7 @@ connection client(const address& where, std::optional<bytes> authkey,
     }
     if (authkey) {
       detail::auth::handshake hs(detail::auth::handshake::role::client, *authkey);
-      detail::run_handshake(fd.get(), hs, detail::handshake_deadline(handshake_timeout));
+      detail::run_handshake(fd.get(), hs, detail::deadline_after(handshake_timeout));
     }
     return detail::make_connection(std::move(fd));
   }

@@ -134,13 +134,6 @@ bool wait_for(int fd, short events, const clock_deadline& deadline) {
 
 }  // namespace
 
-clock_deadline handshake_deadline(std::chrono::nanoseconds timeout) {
-  if (timeout == std::chrono::nanoseconds::max()) return std::nullopt;
-  const auto now = std::chrono::steady_clock::now();
-  if (timeout > std::chrono::steady_clock::time_point::max() - now) return std::nullopt;
-  return now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-}
-
 void run_handshake(int fd, auth::handshake& hs, clock_deadline deadline) {
   for (;;) {
     switch (hs.next()) {

@@ -18,6 +18,7 @@
 
 #include <coproc/bytes.hpp>
 #include <coproc/connection.hpp>
+#include <coproc/detail/duration.hpp>
 
 #include "async/operation.hpp"
 #include "connection/auth.hpp"
@@ -28,8 +29,6 @@ namespace coproc::detail {
 
 using clock_deadline = std::optional<std::chrono::steady_clock::time_point>;
 
-// `timeout` from now; nanoseconds::max() is no deadline.
-clock_deadline handshake_deadline(std::chrono::nanoseconds timeout);
 
 // Runs `hs` to its end over the connected socket `fd` (blocking or not: every call is
 // MSG_DONTWAIT, waits are poll(2) bounded by `deadline`, EINTR is retried). Throws

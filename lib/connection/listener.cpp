@@ -334,7 +334,7 @@ connection listener::accept() {
     }
     if (const auto& key = state->key()) {
       detail::auth::handshake hs(detail::auth::handshake::role::listener, *key);
-      detail::run_handshake(fd.get(), hs, detail::handshake_deadline(state->timeout()));
+      detail::run_handshake(fd.get(), hs, detail::deadline_after(state->timeout()));
     }
     return detail::make_connection(std::move(fd));
   }
