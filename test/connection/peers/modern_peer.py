@@ -4,15 +4,16 @@ Python 3 (Debian bookworm's python3 is 3.11). It also speaks forms that a real P
 send by default: a challenge with another digest, an answer with another digest, and the
 3.11 form.
 
-    python3 modern_peer.py listen  FAMILY ADDRESS KEY [--digest D] [--answer-digest D]
-    python3 modern_peer.py connect FAMILY ADDRESS KEY [--digest D] [--answer-digest D]
+    python3 modern_peer.py listen  FAMILY ADDRESS KEY [--digest D] [--answer-digest D] [--trace]
+    python3 modern_peer.py connect FAMILY ADDRESS KEY [--digest D] [--answer-digest D] [--trace]
 
 --digest: the digest named in the challenge this peer delivers (md5, sha256 (default),
 sha384, sha3_256, sha3_384), or 'legacy' for Python 3.11's 20 random bytes without a prefix.
 --answer-digest: answer a prefixed challenge with this digest instead of the one it names
 (Python's verifier takes the digest from the answer; the MAC still covers the prefix).
 
-FAMILY, ADDRESS, KEY and the output are mp_peer.py's (AuthenticationError: exit status 3).
+FAMILY, ADDRESS, KEY, --trace and the output are mp_peer.py's (AuthenticationError: exit
+status 3).
 """
 import hmac
 import os
@@ -35,8 +36,11 @@ class Conn:
 
     def __init__(self, sock):
         self.sock = sock
+        self.log = None  # --trace: a summary of every message, '>' sent, '<' received
 
     def send_bytes(self, data):
+        if self.log is not None:
+            self.log.append('>' + summary(data))
         n = len(data)
         if n > 0x7fffffff:
             header = struct.pack('!i', -1) + struct.pack('!Q', n)
@@ -69,7 +73,28 @@ class Conn:
             raise OSError('bad header')
         if maxlength is not None and size > maxlength:
             raise OSError('bad message length')
-        return self._recv_exactly(size, True) if size else b''
+        message = self._recv_exactly(size, True) if size else b''
+        if self.log is not None:
+            self.log.append('<' + summary(message))
+        return message
+
+
+def summary(message):
+    """mp_peer.py's summary of a handshake message."""
+    message = bytes(message)
+    if message == WELCOME:
+        return 'welcome'
+    if message == FAILURE:
+        return 'failure'
+    kind = 'answer'
+    if message.startswith(CHALLENGE):
+        kind, message = 'challenge', message[len(CHALLENGE):]
+    if message.startswith(b'{'):
+        curly = message.find(b'}', 1, 10)
+        if curly > 0:
+            return '%s:%s:%d' % (kind, message[1:curly].decode('ascii', 'replace'),
+                                 len(message) - curly - 1)
+    return '%s:raw:%d' % (kind, len(message))
 
 
 def name_and_payload(message):
@@ -158,6 +183,9 @@ def main():
         i = args.index('--answer-digest')
         answer_digest = args[i + 1]
         del args[i:i + 2]
+    trace = '--trace' in args
+    if trace:
+        args.remove('--trace')
     role, family, address, key = args
     key = None if key == '-' else b'' if key == 'empty' else bytes.fromhex(key)
     print('version %d.%d.%d (modern_peer)' % sys.version_info[:3], flush=True)
@@ -170,6 +198,13 @@ def main():
         if family == 'unix':
             os.unlink(address)
     conn = Conn(sock)
+    if trace:
+        conn.log = []
+
+    def show_trace():
+        if trace:
+            print('handshake', ' '.join(conn.log) or '(none)', flush=True)
+            conn.log = None
     try:
         if key is not None:
             if role == 'listen':
@@ -179,8 +214,10 @@ def main():
                 answer(conn, key, answer_digest)
                 deliver(conn, key, digest)
     except AuthenticationError as e:
+        show_trace()
         print('AuthenticationError', e, flush=True)
         return 3
+    show_trace()
     print('connected', flush=True)
     while True:
         try:
