@@ -86,22 +86,70 @@ def pool_apply(args):
                 print(f"s {(t1 - t0) / 1000:.3f}")
 
 
+def handshake(args):
+    # Listener and Client with an authkey (None: no handshake), the listener accepting in a
+    # thread of this process, one client at a time; connections per second.
+    import os
+    import shutil
+    import tempfile
+    import threading
+    from multiprocessing.connection import Client, Listener
+
+    key = args.key.encode() if args.key else None
+    folder = None
+    if args.family == "unix":
+        folder = tempfile.mkdtemp(prefix="coproc-bench-hs-")
+        address = os.path.join(folder, "s")
+    else:
+        address = ("127.0.0.1", 0)
+    reps = args.warmup + args.iterations
+    failures = []
+    try:
+        with Listener(address, authkey=key) as listener:
+            def serve():
+                try:
+                    for _ in range(reps * args.count):
+                        listener.accept().close()
+                except Exception as e:  # reported below
+                    failures.append(e)
+
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
+            for r in range(reps):
+                t0 = time.perf_counter_ns()
+                for _ in range(args.count):
+                    Client(listener.address, authkey=key).close()
+                t1 = time.perf_counter_ns()
+                if r >= args.warmup:
+                    print(f"s {args.count / ((t1 - t0) / 1e9):.3f}")
+            server.join()
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    if failures:
+        print(f"listener failed: {failures[0]!r}", file=sys.stderr)
+        sys.exit(1)
+
+
 def version(_args):
     print(sys.version.split()[0])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start-join", "pipe", "pool-apply", "version"])
+    parser.add_argument("command",
+                        choices=["start-join", "pipe", "pool-apply", "handshake", "version"])
     parser.add_argument("--method", default="fork", choices=["fork", "spawn", "forkserver"])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--quantity", default="messages", choices=["messages", "mib"])
+    parser.add_argument("--family", default="unix", choices=["unix", "tcp"])
+    parser.add_argument("--key", default="", help="handshake: the authkey (empty: none)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args()
     {"start-join": start_join, "pipe": pipe, "pool-apply": pool_apply,
-     "version": version}[args.command](args)
+     "handshake": handshake, "version": version}[args.command](args)
     sys.stdout.flush()
 
 
