@@ -183,6 +183,24 @@ namespace {
   throw std::system_error(std::make_error_code(std::errc::io_error),
                           "got end of file during message");
 }
+
+// The stream is out of step for good (a payload left unread, a header no Python sends): as
+// Python does after a bad length, a duplex end stops reading and a read-only one is closed.
+void stop_reading(connection_state& s) noexcept {
+  if (s.writable()) s.poison_reading();
+  else s.close();
+}
+
+// r.advance(n); a header no Python sends (a negative length) also stops reading, as in the
+// asynchronous forms: the next frame would be read from the middle of this one.
+frame_reader::status advance(connection_state& s, frame_reader& r, std::size_t n) {
+  try {
+    return r.advance(n);
+  } catch (const std::system_error&) {
+    stop_reading(s);
+    throw;
+  }
+}
 }  // namespace
 
 bytes connection_state::recv_message(std::optional<std::size_t> maxlength) {
@@ -195,16 +213,14 @@ bytes connection_state::recv_message(std::optional<std::size_t> maxlength) {
     const auto buf = r.next();
     const std::size_t n = read_some(buf);
     if (n == 0 && !buf.empty()) end_of_stream(r);
-    switch (r.advance(n)) {
+    switch (advance(*this, r, n)) {
       case frame_reader::status::more:
         continue;
       case frame_reader::status::complete:
         return r.take();
       case frame_reader::status::too_long:
-        // The payload is not read: the stream is out of step for good (Python: a duplex end
-        // stops reading, a read-only one is closed).
-        if (writable()) poison_reading();
-        else close();
+        // The payload is not read.
+        stop_reading(*this);
         throw std::system_error(std::make_error_code(std::errc::message_size),
                                 "bad message length");
     }
@@ -221,7 +237,7 @@ std::size_t connection_state::recv_message_into(std::span<std::byte> buf) {
     const auto next = r.next();
     const std::size_t n = read_some(next);
     if (n == 0 && !next.empty()) end_of_stream(r);
-    if (r.advance(n) == frame_reader::status::complete) {
+    if (advance(*this, r, n) == frame_reader::status::complete) {
       if (r.in_place()) return static_cast<std::size_t>(r.length());
       throw buffer_too_short(r.take());
     }
