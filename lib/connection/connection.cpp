@@ -103,12 +103,10 @@ std::pair<connection, connection> pipe(bool duplex) {
   });
   if (!a) detail::throw_errno("socketpair");
   detail::private_fd b = detail::private_fd::adopt_recorded(fds[1]);
-  if (!duplex) {
-    // Python's (reader, writer); the unused directions are shut, so a read on the writer's
-    // socket or a write on the reader's fails at once rather than waiting forever.
-    ::shutdown(a.get(), SHUT_WR);
-    ::shutdown(b.get(), SHUT_RD);
-  }
+  // duplex=false: Python's (reader, writer), the direction kept by the ends' flags alone. No
+  // direction is shut down: a shut direction reads as end of stream, which would make the
+  // writer ready in wait() and poll(2) at once, where Python's os.pipe() writer becomes ready
+  // only when its reader has gone. So it is here.
   using detail::connection_access;
   using detail::connection_state;
   return {connection_access::make(std::make_shared<connection_state>(std::move(a), true, duplex)),

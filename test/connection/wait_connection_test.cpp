@@ -279,6 +279,19 @@ BOOST_AUTO_TEST_CASE(only_the_ready_ones_of_many) {
   BOOST_TEST((coproc::wait(all, guard) == std::vector<waitable>{&pairs[4].second}));
 }
 
+// Python's Pipe(duplex=False) writer is an os.pipe() write end: wait() finds it ready only
+// when its reader has gone, never merely because it cannot be read.
+BOOST_AUTO_TEST_CASE(a_one_way_writer_is_ready_only_when_its_reader_has_gone) {
+  auto [r, w] = coproc::pipe(false);
+  BOOST_TEST(coproc::wait({&w}, 0s).empty());
+  w.send_bytes(b("to the reader"));
+  BOOST_TEST(coproc::wait({&w}, 0s).empty());
+  BOOST_TEST((coproc::wait({&r, &w}, guard) == std::vector<waitable>{&r}));
+  BOOST_TEST(coproc_test::text(r.recv_bytes()) == "to the reader");
+  r.close();
+  BOOST_TEST((coproc::wait({&w}, guard) == std::vector<waitable>{&w}));
+}
+
 BOOST_AUTO_TEST_CASE(misuse) {
   auto [a, bb] = coproc::pipe();
   coproc::connection closed_one = std::move(a);
