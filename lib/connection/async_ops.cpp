@@ -83,8 +83,13 @@ class send_op final : public stream_op<std::size_t> {
     iov_[1] = {const_cast<std::byte*>(message.data()), message.size()};
     left_ = std::span<iovec>(iov_, message.empty() ? 1 : 2);
   }
+  // Still claimed here: the operation never completed (its io_context was destroyed with it
+  // pending). Half a message on the wire leaves the end unable to send, as a terminal
+  // cancellation does.
   ~send_op() override {
-    if (claimed_) state_->end_async_send();
+    if (!claimed_) return;
+    if (started_) state_->poison_writing();
+    state_->end_async_send();
   }
 
   // The end is free again before the handler runs: a coroutine that awaits the next send as
@@ -172,8 +177,11 @@ class recv_op final : public stream_op<Result> {
   recv_op(std::shared_ptr<connection_state> state, const reactor& where,
           typename base::handler_type handler, std::span<std::byte> buf = {})
       : base(std::move(state), where, std::move(handler)), reader_({}, buf) {}
+  // As for send_op: part of a frame consumed by an operation that never completed.
   ~recv_op() override {
-    if (claimed_) this->state_->end_async_recv();
+    if (!claimed_) return;
+    if (reader_.started()) this->state_->poison_reading();
+    this->state_->end_async_recv();
   }
 
   // As for send_op: the next receive may start from this one's handler.
