@@ -266,7 +266,7 @@ BOOST_AUTO_TEST_SUITE(blocking_driver)
 
 namespace {
 auto deadline(std::chrono::milliseconds d = std::chrono::milliseconds(20'000)) {
-  return coproc::detail::handshake_deadline(d);
+  return coproc::detail::deadline_after(d);
 }
 }  // namespace
 
