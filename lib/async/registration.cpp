@@ -33,6 +33,13 @@ void registration::cancel_waits() noexcept {
   descriptor_.cancel(ignored);
 }
 
+void registration::cancel_for_good() noexcept {
+  std::lock_guard lock(mutex_);
+  closing_ = true;
+  error_code ignored;
+  descriptor_.cancel(ignored);
+}
+
 void registration::release() noexcept {
   std::lock_guard lock(mutex_);
   // Released, not closed: the descriptor belongs to the connection end (or to duplicate_).

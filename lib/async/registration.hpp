@@ -11,6 +11,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/execution_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "core/fd.hpp"
@@ -39,6 +40,15 @@ class registration {
   template <class Handler>
   void async_wait(wait_type w, boost::asio::cancellation_slot slot, Handler&& handler) {
     std::lock_guard lock(mutex_);
+    if (closing_) {
+      // The end closed between the operation's check and this wait: a wait queued now would
+      // never be cancelled. It completes as the cancelled ones did.
+      boost::asio::post(descriptor_.get_executor(),
+                        [h = std::forward<Handler>(handler)]() mutable {
+                          std::move(h)(boost::asio::error::operation_aborted);
+                        });
+      return;
+    }
     if (slot.is_connected())
       descriptor_.async_wait(w, boost::asio::bind_cancellation_slot(
                                     slot, std::forward<Handler>(handler)));
@@ -49,11 +59,15 @@ class registration {
   // Cancels every wait on the descriptor here (they complete with operation_aborted; an
   // operation that was not itself cancelled waits again).
   void cancel_waits() noexcept;
+  // The connection end closed: cancels every wait, and every later one completes at once
+  // with operation_aborted (under the same lock, so none slips in between).
+  void cancel_for_good() noexcept;
   // Cancels every wait and deregisters. Idempotent.
   void release() noexcept;
 
  private:
   std::mutex mutex_;  // the descriptor object is not safe to use from two threads at once
+  bool closing_ = false;
   boost::asio::posix::stream_descriptor descriptor_;
   private_fd duplicate_;  // only if this reactor already watched the descriptor itself
 };

@@ -123,7 +123,7 @@ void connection_state::close() noexcept {
   if (closed_.exchange(true)) return;
   std::lock_guard lock(registrations_mutex_);
   for (auto& e : registrations_)
-    if (auto r = e.reg.lock()) r->cancel_waits();
+    if (auto r = e.reg.lock()) r->cancel_for_good();
 }
 
 void connection_state::make_nonblocking() {
@@ -259,6 +259,9 @@ std::shared_ptr<registration> connection_state::registration_for(const reactor& 
       boost::asio::query(where.executor, boost::asio::execution::context));
   service.adopt(r);
   registrations_.push_back({where.key, r, &service});
+  // close() sets closed_ before it takes the lock: either it finds this registration, or
+  // closed_ is already seen here.
+  if (closed()) r->cancel_for_good();
   return r;
 }
 
