@@ -66,6 +66,10 @@ def summary(message):
     kind = 'answer'
     if message.startswith(b'#CHALLENGE#'):
         kind, message = 'challenge', message[len(b'#CHALLENGE#'):]
+    # Python's own rule (3.12's _get_digest_name_and_payload): the legacy lengths first, so
+    # 20 random bytes that happen to start with '{' are still the 3.11 form.
+    if len(message) in (20, 16):
+        return '%s:raw:%d' % (kind, len(message))
     if message.startswith(b'{'):
         curly = message.find(b'}', 1, 10)
         if curly > 0:
