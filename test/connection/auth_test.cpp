@@ -18,23 +18,15 @@
 namespace auth = coproc::detail::auth;
 using auth::handshake;
 using coproc::bytes;
+using coproc_test::auth_error_of;
 using coproc_test::b;
+using coproc_test::system_error_of;
 using coproc_test::hex;
 using coproc_test::text;
 
 namespace {
 
 bytes key20() { return bytes(20, std::byte{0x0b}); }
-
-template <class F>
-std::string auth_error_of(F&& f) {
-  try {
-    f();
-  } catch (const coproc::authentication_error& e) {
-    return e.what();
-  }
-  return "(no authentication_error)";
-}
 
 bytes random_of(std::size_t n, unsigned char first = 1) {
   bytes r(n);

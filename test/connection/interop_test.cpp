@@ -33,7 +33,9 @@
 
 using namespace std::chrono_literals;
 using coproc::bytes;
+using coproc_test::auth_error_of;
 using coproc_test::b;
+using coproc_test::system_error_of;
 using coproc_test::guard;
 using coproc_test::spawned;
 using coproc_test::text;
@@ -578,26 +580,6 @@ BOOST_AUTO_TEST_CASE(typed_messages_both_ways) {
 // Keys that do not match.
 
 namespace {
-
-template <class F>
-std::string auth_error_of(F&& f) {
-  try {
-    f();
-  } catch (const coproc::authentication_error& e) {
-    return e.what();
-  }
-  return "(no authentication_error)";
-}
-
-template <class F>
-std::error_code system_error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::system_error& e) {
-    return e.code();
-  }
-  return {};
-}
 
 const bytes other_key = b("not the interop key");
 

@@ -40,7 +40,9 @@
 
 using namespace std::chrono_literals;
 using coproc::bytes;
+using coproc_test::auth_error_of;
 using coproc_test::b;
+using coproc_test::system_error_of;
 using coproc_test::guard;
 using coproc_test::text;
 namespace asio = boost::asio;
@@ -84,26 +86,6 @@ void echo(coproc::connection c) {
     for (;;) c.send_bytes(c.recv_bytes());
   } catch (const coproc::eof_error&) {
   }
-}
-
-template <class F>
-std::string auth_error_of(F&& f) {
-  try {
-    f();
-  } catch (const coproc::authentication_error& e) {
-    return e.what();
-  }
-  return "(no authentication_error)";
-}
-
-template <class F>
-std::error_code system_error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::system_error& e) {
-    return e.code();
-  }
-  return {};
 }
 
 pid_t this_thread_id() { return static_cast<pid_t>(::syscall(SYS_gettid)); }

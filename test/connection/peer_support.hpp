@@ -47,6 +47,28 @@ inline coproc::bytes pattern(std::size_t n, unsigned seed = 0) {
   return b;
 }
 
+// What an authentication_error said, or "(no authentication_error)".
+template <class F>
+inline std::string auth_error_of(F&& f) {
+  try {
+    f();
+  } catch (const coproc::authentication_error& e) {
+    return e.what();
+  }
+  return "(no authentication_error)";
+}
+
+// The code of a std::system_error, or none.
+template <class F>
+inline std::error_code system_error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  return {};
+}
+
 inline coproc::bytes b(std::string_view s) { return coproc::as_bytes(s); }
 
 inline std::string text(std::span<const std::byte> v) {
