@@ -9,6 +9,7 @@
 #include "runtime/runtime.hpp"
 #include "runtime/std_streams.hpp"
 #include "start/bootstrap.hpp"
+#include "start/fork_policy.hpp"
 #include "start/launcher.hpp"
 #include "start/own_child.hpp"
 
@@ -18,7 +19,8 @@ namespace {
 
 class fork_method final : public launcher {
  public:
-  void check(const process&) const override {}  // any callable, any arguments
+  // Any callable, any arguments; in a multi-threaded program, the user's fork_thread_policy.
+  void check(const process&) const override { check_fork_thread_policy(); }
   std::shared_ptr<child_state> launch(process& self) override;
 };
 
