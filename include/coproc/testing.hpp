@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <string>
 
 namespace coproc::testing {
 
@@ -18,5 +19,9 @@ bool pidfd_sentinels();
 /// The pid of this process's forkserver while one runs (it starts on the first forkserver
 /// start()), for tests that kill it.
 std::optional<pid_t> forkserver_pid();
+
+/// The program that spawn (and a new forkserver) executes instead of /proc/self/exe; empty
+/// restores it. For tests of a failed exec.
+void spawn_program(std::string path);
 
 }  // namespace coproc::testing

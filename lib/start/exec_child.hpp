@@ -32,6 +32,8 @@ std::string program_name();
 // 3, 4, ... (all others above 2 closed). Returns its pid. Throws std::system_error (a failed
 // exec included; it leaves no child behind).
 pid_t spawn_self(std::string_view flag, std::span<const int> sources);
+// testing::spawn_program: what spawn_self() executes (empty: /proc/self/exe).
+void set_spawn_program(std::string path);
 
 // The spawned child's main: reads the start message and runs the target. Never returns.
 [[noreturn]] void spawned_child_main();

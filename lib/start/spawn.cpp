@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -47,6 +48,9 @@ struct spawn_actions {
   spawn_actions(const spawn_actions&) = delete;
   spawn_actions& operator=(const spawn_actions&) = delete;
 };
+
+std::mutex program_mutex;
+std::string program_override;  // testing::spawn_program
 
 void check_spawn(int err, const char* what) {
   if (err) throw_errno(err, what);
@@ -115,9 +119,19 @@ pid_t spawn_self(std::string_view flag, std::span<const int> sources) {
   pid_t pid = -1;
   // glibc's posix_spawn runs the child on a vfork-like clone and reports a failed exec as its
   // return value, having reaped that child itself: no zombie, no error pipe of our own.
-  check_spawn(::posix_spawn(&pid, "/proc/self/exe", &sa.actions, &sa.attr, argv, environ),
+  std::string program = "/proc/self/exe";
+  {
+    std::lock_guard lock(program_mutex);
+    if (!program_override.empty()) program = program_override;
+  }
+  check_spawn(::posix_spawn(&pid, program.c_str(), &sa.actions, &sa.attr, argv, environ),
               "posix_spawn(/proc/self/exe)");
   return pid;
+}
+
+void set_spawn_program(std::string path) {
+  std::lock_guard lock(program_mutex);
+  program_override = std::move(path);
 }
 
 launcher& spawn_launcher() {

@@ -324,6 +324,29 @@ BOOST_AUTO_TEST_CASE(no_descriptor_is_left_behind_by_many_children) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_failed_exec_reaches_start_as_system_error_and_leaves_no_child) {
+  struct restore {
+    ~restore() { cp::testing::spawn_program({}); }
+  } guard;
+  cp::testing::spawn_program("/nonexistent/coproc-test-program");
+  const int fds_before = coproc_test::fd_count();
+  cp::process p({.method = cp::start_method::spawn}, exit_with, 0);
+  try {
+    p.start();
+    BOOST_ERROR("start() succeeded without a program to execute");
+  } catch (const std::system_error& e) {
+    BOOST_TEST(e.code().value() == ENOENT);
+    BOOST_TEST(std::string(e.what()).find("posix_spawn") != std::string::npos);
+  }
+  BOOST_TEST(!p.pid());
+  BOOST_TEST(cp::active_children().empty());
+  BOOST_TEST(!coproc_test::has_zombie_child());
+  BOOST_TEST(coproc_test::fd_count() == fds_before);
+  cp::testing::spawn_program({});
+  p.start();  // unstarted: startable
+  BOOST_TEST(p.join() == 0);
+}
+
 BOOST_AUTO_TEST_CASE(the_registry_has_no_limit_and_keys_tell_same_names_apart) {
   // 3,000 entries on top of the program's own: beyond any fixed table.
   static std::vector<cp::detail::registered_target> many(3000);

@@ -9,6 +9,7 @@
 #include "start/forkserver/forkserver.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <memory>
@@ -44,7 +45,13 @@ struct client {
 
   void start_server() {
     control.reset();
-    server.reset();
+    if (server) {
+      // The old server failed us: it is our child, and is never left a zombie. Killing it ends
+      // its wait for a request that may never come; its own children run on.
+      server->send_signal(SIGKILL);
+      server->wait(std::nullopt);
+      server.reset();
+    }
     const bool by_pidfd = pidfd_sentinels();
     auto [ours, theirs] = make_private_socket_pair(SOCK_SEQPACKET);
     fallback_pipes pipes;
@@ -61,13 +68,19 @@ struct client {
     control = std::move(ours);
   }
 
-  // Sends the request; starts the server first if there is none or it has died.
-  void send(const wire::request& req, std::span<const int> fds) {
+  unsigned generation = 0;  // of the server: one more for each one started
+
+  // Sends the request; starts the server first if there is none or it has died. Returns the
+  // generation of the server that took it.
+  unsigned send(const wire::request& req, std::span<const int> fds) {
     std::lock_guard lock(mutex);
     for (int attempt = 0;; ++attempt) {
-      if (!server_alive()) start_server();
+      if (!server_alive()) {
+        start_server();
+        ++generation;
+      }
       if (wire::send_with_fds(control.get(), &req, sizeof req, fds) == static_cast<long>(sizeof req))
-        return;
+        return generation;
       const int err = errno;
       if (attempt == 0 && (err == EPIPE || err == ECONNRESET || err == ECONNREFUSED)) {
         control.reset();  // died since we looked: one new server, one retry
@@ -75,6 +88,13 @@ struct client {
       }
       throw_errno(err, "send to the forkserver");
     }
+  }
+
+  // The server of `gen` took a request and ended without answering: the next send() starts
+  // a new one (unless another thread has already).
+  void failed(unsigned gen) {
+    std::lock_guard lock(mutex);
+    if (gen == generation) control.reset();
   }
 };
 
@@ -100,27 +120,38 @@ std::shared_ptr<child_state> forkserver_method::launch(process& self) {
 
   // One socket per child: the message goes out on it, the pid (and pidfd) and later the status
   // come back on it, and it is where the status is waited for.
-  auto [status, theirs] = make_private_socket_pair(SOCK_STREAM);
   wire::request req;
   req.message_size = static_cast<std::uint32_t>(message.size());
   req.handed = static_cast<std::uint32_t>(request.fds.size());
   req.send_pidfd = by_pidfd ? 1 : 0;
-  std::vector<int> fds = {theirs.get()};
-  fds.insert(fds.end(), request.fds.begin(), request.fds.end());
-  this_client().send(req, fds);
-  theirs.reset();
-
-  auto server_gone = [] {
-    return std::system_error(EPIPE, std::generic_category(),
-                             "the forkserver ended before it started the child");
-  };
-  if (!send_all(status.get(), message)) throw server_gone();
+  client& server = this_client();
+  private_fd status;
   wire::reply rep;
-  int pidfd_in[1] = {-1};
-  std::size_t count = 0;
-  const long got = wire::recv_with_fds(status.get(), &rep, sizeof rep, pidfd_in, &count, MSG_WAITALL);
-  unique_fd received(count ? pidfd_in[0] : -1);
-  if (got != static_cast<long>(sizeof rep)) throw server_gone();
+  unique_fd received;
+  // A server that ended with our request unanswered (killed a moment before, while start()
+  // still found it alive) is replaced and asked again, once. It may have forked the child
+  // before it died: that child runs unwatched, as it would after any death of the server.
+  for (int attempt = 0;; ++attempt) {
+    auto [ours, theirs] = make_private_socket_pair(SOCK_STREAM);
+    std::vector<int> fds = {theirs.get()};
+    fds.insert(fds.end(), request.fds.begin(), request.fds.end());
+    const unsigned gen = server.send(req, fds);
+    theirs.reset();
+    int pidfd_in[1] = {-1};
+    std::size_t count = 0;
+    long got = -1;
+    if (send_all(ours.get(), message))
+      got = wire::recv_with_fds(ours.get(), &rep, sizeof rep, pidfd_in, &count, MSG_WAITALL);
+    received = unique_fd(count ? pidfd_in[0] : -1);
+    if (got == static_cast<long>(sizeof rep)) {
+      status = std::move(ours);
+      break;
+    }
+    server.failed(gen);
+    if (attempt == 1)
+      throw std::system_error(EPIPE, std::generic_category(),
+                              "the forkserver ended before it started the child");
+  }
   if (rep.pid <= 0) throw_errno(rep.error ? rep.error : EPROTO, "fork (in the forkserver)");
 
   const pid_t pid = rep.pid;
