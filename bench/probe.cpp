@@ -5,6 +5,16 @@
 //   coproc-probe start-join coproc|raw [count]     start+join of a no-op child, `count` times
 //   coproc-probe live-children coproc|raw K [count]  the same while K other children are alive
 //                                                    and awaited (coproc: async_join pending)
+//   coproc-probe fanout coproc|raw N [reps]        the harness's fan-out group at one N: N children
+//                                                    started (coproc: each awaited by a coroutine;
+//                                                    raw: fork+pidfd_open+epoll), then all released
+//                                                    and reaped; prints us/child for the starts and
+//                                                    in all, and the parent's page faults/child.
+//       Two knobs make the raw loop carry one of coproc's costs at a time, to tell them apart:
+//       PROBE_BALLAST=B  the parent mallocs and touches B bytes per child as it starts it (the
+//                        bookkeeping every later fork copies the page tables of);
+//       PROBE_CLOSE=1    each child closes its siblings' pidfds with one close_range before
+//                        it waits (what coproc's children do at start instead of at exit)
 //   coproc-probe wakeup coproc|coproc-join|asio-raw|raw [count]
 //       a child stamps CLOCK_MONOTONIC as its last act and _exits; the parent stamps again when
 //       it resumes: coproc with co_await async_join, coproc with the blocking join(), a raw
@@ -12,7 +22,9 @@
 //
 // Prints the median latency in microseconds. Example:
 //   perf stat -e task-clock,page-faults build/bench/coproc-probe start-join coproc 2000
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -126,10 +138,107 @@ double wakeup_once(const std::string& how, bench::shared_stamp* stamp, asio::io_
   return resumed - stamp->t_us;
 }
 
+long own_page_faults() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+asio::awaitable<void> start_and_await(coproc::process& p, long& ok) {
+  p.start();
+  // GCC 12 miscompiles a co_await inside the condition: a named result first.
+  const int code = co_await p.async_join(asio::use_awaitable);
+  if (code == 0) ++ok;
+}
+
+// One repetition of the fan-out: {start us/child, total us/child, parent faults/child}.
+struct fanout_figures {
+  double start_us, total_us, faults;
+};
+
+fanout_figures fanout_once(bool coproc_way, std::size_t n) {
+  int go[2];
+  if (::pipe2(go, O_CLOEXEC) == -1) bench::throw_errno("pipe2");
+  const double dn = static_cast<double>(n);
+  fanout_figures f{};
+  if (coproc_way) {
+    asio::io_context ctx(1);
+    { asio::posix::stream_descriptor warm_up(ctx); }
+    long ok = 0;
+    std::vector<coproc::process> procs;
+    procs.reserve(n);
+    const long faults0 = own_page_faults();
+    const double t0 = bench::now_us();
+    for (std::size_t i = 0; i < n; ++i) {
+      procs.emplace_back(wait_for_go, go[0], go[1]);
+      asio::co_spawn(ctx, start_and_await(procs.back(), ok), asio::detached);
+    }
+    ctx.poll();
+    const double t1 = bench::now_us();
+    ::close(go[1]);
+    ctx.run();
+    const double t2 = bench::now_us();
+    f = {(t1 - t0) / dn, (t2 - t0) / dn, static_cast<double>(own_page_faults() - faults0) / dn};
+    if (static_cast<std::size_t>(ok) != n)
+      std::fprintf(stderr, "%zu children failed\n", n - static_cast<std::size_t>(ok));
+  } else {
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    const char* b = std::getenv("PROBE_BALLAST");
+    const std::size_t ballast = b ? std::strtoul(b, nullptr, 10) : 0;
+    std::vector<char*> held;
+    const bool child_closes = std::getenv("PROBE_CLOSE") != nullptr;
+    int lo = -1, hi = -1;
+    const long faults0 = own_page_faults();
+    const double t0 = bench::now_us();
+    for (std::size_t i = 0; i < n; ++i) {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        if (child_closes && lo >= 0) ::syscall(SYS_close_range, lo, hi, 0);
+        wait_for_go(go[0], go[1]);
+        ::_exit(0);
+      }
+      const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0u));
+      if (fd < 0) bench::throw_errno("pidfd_open");
+      if (lo < 0) lo = fd;
+      hi = fd;
+      if (ballast) {
+        held.push_back(static_cast<char*>(std::malloc(ballast)));
+        std::memset(held.back(), 1, ballast);
+      }
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    const double t1 = bench::now_us();
+    ::close(go[1]);
+    std::size_t live = n;
+    epoll_event events[256];
+    while (live > 0) {
+      const int k = ::epoll_wait(ep, events, 256, -1);
+      for (int i = 0; i < k; ++i) {
+        siginfo_t info{};
+        ::waitid(static_cast<idtype_t>(3) /* P_PIDFD */, static_cast<id_t>(events[i].data.fd),
+                 &info, WEXITED);
+        ::epoll_ctl(ep, EPOLL_CTL_DEL, events[i].data.fd, nullptr);
+        ::close(events[i].data.fd);
+        --live;
+      }
+    }
+    const double t2 = bench::now_us();
+    f = {(t1 - t0) / dn, (t2 - t0) / dn, static_cast<double>(own_page_faults() - faults0) / dn};
+    for (char* p : held) std::free(p);
+    ::close(ep);
+  }
+  ::close(go[0]);
+  return f;
+}
+
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: coproc-probe start-join coproc|raw [count]\n"
                "       coproc-probe live-children coproc|raw K [count]\n"
+               "       coproc-probe fanout coproc|raw N [reps]\n"
                "       coproc-probe wakeup coproc|coproc-join|asio-raw|raw [count]\n");
   std::exit(2);
 }
@@ -158,6 +267,19 @@ int main(int argc, char** argv) {
   }
   const bool coproc_way = std::strcmp(argv[2], "coproc") == 0;
   if (!coproc_way && std::strcmp(argv[2], "raw") != 0) usage();
+  if (what == "fanout") {
+    if (argc < 4) usage();
+    const auto n = static_cast<std::size_t>(std::atol(argv[3]));
+    const long reps = argc > 4 ? std::atol(argv[4]) : 1;
+    bench::raise_nofile(2 * n + 64);
+    for (long i = 0; i < reps; ++i) {
+      const fanout_figures f = fanout_once(coproc_way, n);
+      std::printf("fanout %s N=%zu: start %.1f us/child, total %.1f us/child, parent faults/child %.2f\n",
+                  argv[2], n, f.start_us, f.total_us, f.faults);
+      std::fflush(stdout);
+    }
+    return 0;
+  }
   long live = 0;
   int count_arg = 3;
   if (what == "live-children") {
