@@ -36,6 +36,8 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using namespace std::chrono_literals;
 using coproc_test::conn_pipe;
+using coproc_test::test_pipe;
+using coproc_test::wait_for_release;
 
 // Runs `ioc` on this thread until it runs out of work. More than `guard` means a hang (a join
 // that never completes): the test fails instead of waiting for meson's timeout.
@@ -74,6 +76,15 @@ struct rethrow {
 // pending, and a child that ends with `code` was not signalled. Started with the default method.
 inline coproc::process released_child(conn_pipe& release, int code) {
   return coproc::process(coproc_test::targets::released_exit, release.reader(), code);
+}
+
+// The same with a plain test_pipe, for the suites that are not run under every method
+// (regress): fork only, since the child's closure holds the pipe itself.
+inline coproc::process released_child(test_pipe& release, int code) {
+  return coproc::process({.method = coproc::start_method::fork}, [&release, code] {
+    wait_for_release(release);
+    coproc::exit(code);
+  });
 }
 
 // The state letter of process `pid` in /proc ('Z': ended, not reaped), or '\0' if it is gone.

@@ -590,6 +590,7 @@ BOOST_AUTO_TEST_CASE(test_sentinel) {
 // is closed"); a second close() is fine. Python's "the object is collectable" becomes: close()
 // released the sentinel, and after destroying the object no descriptor is left behind.
 BOOST_AUTO_TEST_CASE(test_close) {
+  coproc_test::warm_up_start_method();  // a forkserver's own descriptors are not a leak
   const int fds_before = coproc_test::fd_count();
   {
     conn_pipe q;
@@ -686,6 +687,9 @@ BOOST_AUTO_TEST_CASE(test_lose_target_ref) {
 }
 
 namespace {
+void report_five(coproc::connection q) { send_text(q, "5\n"); }
+COPROC_TARGET(report_five);
+
 void report_fd_count_then_wait(coproc::connection q, coproc::connection evt) {
   send_text(q, std::to_string(coproc_test::fd_count()) + "\n");
   wait_for_release(evt);
@@ -707,6 +711,18 @@ void threads_then_end(coproc::connection evt, bool use_exit) {
 }
 COPROC_TARGET(threads_then_end);
 }  // namespace
+
+// test_lose_target_ref under the method under test: a registered target's arguments are not
+// held by the parent after start() either. The argument is the only other write end of a pipe,
+// so the parent's read ends (while the process object exists, not joined) only once the parent
+// has dropped its copy and the child has ended.
+BOOST_AUTO_TEST_CASE(test_lose_target_ref_arguments) {
+  conn_pipe q;
+  coproc::process p(report_five, q.writer());
+  p.start();
+  BOOST_TEST(q.read_all() == "5\n");
+  BOOST_TEST(p.join() == 0);
+}
 
 // test_child_fd_inflation (P-50, K-3): Python skips it for fork ("inherits all fds from the
 // parent by design"). coproc does better and closes its own descriptors of the other children

@@ -126,6 +126,16 @@ void report_default_daemon_flag(coproc::connection out) {
 }
 COPROC_TARGET(report_default_daemon_flag);
 
+void report_joining_itself(coproc::connection out) {
+  try {
+    coproc::current_process().join();
+    send_text(out, "no error\n");
+  } catch (const std::logic_error& e) {
+    send_text(out, std::string(e.what()) + "\n");
+  }
+}
+COPROC_TARGET(report_joining_itself);
+
 }  // namespace
 
 namespace registered {
@@ -487,6 +497,15 @@ BOOST_AUTO_TEST_CASE(objects_inherited_from_the_parent_are_not_ours) {
              "can only start a process object created by current process\n"
              "can only join a child process\n"
              "can only join a child process\n");
+}
+
+BOOST_AUTO_TEST_CASE(a_child_cannot_join_itself) {
+  // The part of the test above that needs no copy of the parent: under the method under test.
+  conn_pipe out;
+  coproc::process p(report_joining_itself, out.writer());
+  p.start();
+  BOOST_TEST(out.read_all() == "can only join a child process\n");
+  BOOST_TEST(p.join() == 0);
 }
 
 BOOST_AUTO_TEST_CASE(daemonic_processes_cannot_have_children) {

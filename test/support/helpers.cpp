@@ -13,6 +13,12 @@ coproc::connection dup_connection(const coproc::connection& c) {
   return coproc::connection(fd, c.readable(), c.writable());
 }
 
+void warm_up_start_method() {
+  coproc::process p(targets::nothing);
+  p.start();
+  if (p.join() != 0) throw std::runtime_error("warm_up_start_method: the child did not exit 0");
+}
+
 conn_pipe::conn_pipe() {
   auto [r, w] = coproc::pipe(false);
   r_ = std::move(r);

@@ -225,6 +225,11 @@ coproc::start_method library_default_method();
 // server's.
 inline bool children_are_ours() { return method_under_test() != coproc::start_method::forkserver; }
 
+// Starts and joins one child with the method under test, so that what a method keeps for the
+// whole program (a forkserver and the connection to it) exists before a test counts this
+// process's descriptors.
+void warm_up_start_method();
+
 // Another connection on the same descriptor (a duplicate), to hand to one more child (a
 // connection cannot be copied). It belongs to coproc as the original does.
 coproc::connection dup_connection(const coproc::connection& c);

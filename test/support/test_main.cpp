@@ -45,9 +45,12 @@ namespace {
 bool init_tests() { return true; }
 }  // namespace
 
-int main(int argc, char** argv) {
-  coproc::init(argc, argv);
-  coproc_test::self_exe = "/proc/self/exe";
+namespace {
+// The settings of the test environment, applied to this process. Before coproc::init: a spawned
+// child runs its target inside init and never returns, and it inherits the environment, so
+// this way its own children get the settings of the binary under test too (both only set
+// flags that start() reads). False for a bad value.
+bool apply_test_environment() {
   coproc_test::library_default = coproc::get_start_method();
   coproc_test::under_test = coproc_test::library_default;
   if (const char* v = std::getenv("COPROC_TEST_START_METHOD"); v && *v) {
@@ -60,12 +63,20 @@ int main(int argc, char** argv) {
       coproc_test::under_test = coproc::start_method::forkserver;
     else {
       std::cerr << "COPROC_TEST_START_METHOD=" << name << ": not fork, spawn or forkserver\n";
-      return 2;
+      return false;
     }
     coproc::set_start_method(coproc_test::under_test);
   }
   if (const char* v = std::getenv("COPROC_TEST_FORCE_PIPE_SENTINEL"); v && *v && *v != '0')
     coproc::testing::force_pipe_sentinel(true);
+  return true;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!apply_test_environment()) return 2;
+  coproc::init(argc, argv);
+  coproc_test::self_exe = "/proc/self/exe";
 
   if (argc >= 3 && std::strcmp(argv[1], "--scenario") == 0) {
     auto& all = coproc_test::scenarios();
