@@ -22,7 +22,24 @@ struct process_access {
   __attribute__((no_sanitize("vptr"))) static void handed_descriptors(const process& p, std::vector<int>& out) {
     if (p.target_) p.target_->handed_descriptors(out);
   }
+  // The target as spawn and forkserver send it; no target: nothing to call, no problem.
+  static exec_call exec_form(const process& p) {
+    return p.target_ ? p.target_->exec_form() : exec_call{};
+  }
   static process* make_main() { return new process(process::main_tag{}); }
+  // A spawned or forkserver child's own object, before become() says who it is.
+  static process* make_exec_self() { return new process(process::main_tag{}); }
+  static void become(process& p, std::string name, std::string identity, bool daemon,
+                     std::vector<std::byte> authkey, pid_t creator,
+                     std::unique_ptr<target_base> target) {
+    p.name_ = std::move(name);
+    p.identity_ = std::move(identity);
+    p.daemon_ = daemon;
+    p.authkey_ = std::move(authkey);
+    p.creator_pid_ = creator;
+    p.target_ = std::move(target);
+    p.role_ = process::role::ordinary;
+  }
   static process* make_parent(std::string name, pid_t pid, std::shared_ptr<child_state> st) {
     return new process(process::parent_tag{}, std::move(name), pid, std::move(st));
   }

@@ -6,12 +6,14 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <coproc/bytes.hpp>
 #include <coproc/detail/duration.hpp>
 #include <coproc/detail/json.hpp>
+#include <coproc/detail/registered.hpp>
 #include <coproc/error.hpp>
 
 namespace coproc {
@@ -112,6 +114,16 @@ class connection {
   // A connection given to a process as an argument of its target stays open in the child.
   friend void coproc_handed_descriptors(const connection& c, std::vector<int>& out) {
     if (!c.closed()) out.push_back(c.fileno());
+  }
+  // Under spawn and forkserver the descriptor travels beside the arguments' JSON.
+  friend detail::handed_connection coproc_exec_form(const connection& c, std::vector<int>& fds) {
+    if (c.closed()) return {-1, false, false};
+    fds.push_back(c.fileno());
+    return {static_cast<int>(fds.size()) - 1, c.readable(), c.writable()};
+  }
+  friend connection coproc_adopt(std::type_identity<connection>, const detail::handed_connection& h) {
+    const int fd = detail::take_handed_descriptor(h.index);
+    return fd < 0 ? connection() : connection(fd, h.readable, h.writable);
   }
   explicit connection(std::shared_ptr<detail::connection_state> state) noexcept;
   bool poll_for(std::chrono::nanoseconds timeout);

@@ -6,6 +6,7 @@
 #include <coproc/connection.hpp>
 #include <coproc/context.hpp>
 #include <coproc/error.hpp>
+#include <coproc/fork_policy.hpp>
 #include <coproc/listener.hpp>
 #include <coproc/process.hpp>
 #include <coproc/start_method.hpp>

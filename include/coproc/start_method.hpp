@@ -4,6 +4,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include <coproc/detail/registered.hpp>
+
 namespace coproc {
 
 /// How start() creates the child, as in Python.
@@ -27,25 +29,14 @@ std::string_view to_string(start_method method);
 /// child runs its target here and never returns); harmless otherwise.
 void init(int argc, char** argv);
 
-namespace detail {
-// The registry of targets that spawn and forkserver children can find by name.
-void register_target(const char* name, const void* address) noexcept;
-// The name a function was registered under, or nullptr.
-const char* registered_name(const void* address) noexcept;
-
-template <class F>
-struct target_registrar {
-  static_assert(std::is_function_v<F>, "COPROC_TARGET takes the name of a function");
-  target_registrar(const char* name, F* fn) noexcept {
-    register_target(name, reinterpret_cast<const void*>(fn));
-  }
-};
-}  // namespace detail
 
 }  // namespace coproc
 
 /// Registers a function by name for the spawn and forkserver start methods. At namespace scope,
 /// in the function's namespace: `COPROC_TARGET(work);`. The function must not be overloaded.
+/// Its parameters are what a child receives: the arguments given to the process are sent as
+/// JSON (typed messages, docs/connections.md) and read as the parameters' decayed types;
+/// connections are handed over as descriptors. Any number of functions may be registered.
 #define COPROC_TARGET(function_name)                                                     \
-  [[maybe_unused]] static const ::coproc::detail::target_registrar<decltype(function_name)> \
+  [[maybe_unused]] static ::coproc::detail::target_registrar<decltype(function_name)> \
       coproc_target_registrar_##function_name(#function_name, &function_name)

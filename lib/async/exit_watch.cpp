@@ -25,10 +25,10 @@ exit_watch::exit_watch(std::shared_ptr<child_state> state, const asio::any_io_ex
   // already watches it (a user's own stream_descriptor on sentinel(): epoll refuses the same
   // descriptor twice) is a duplicate of our own registered instead.
   error_code ec;
-  descriptor_.assign(state_->sentinel_fd(), ec);
+  descriptor_.assign(state_->wait_fd(), ec);
   if (!ec) return;
   duplicate_ =
-      private_fd::create([&] { return ::fcntl(state_->sentinel_fd(), F_DUPFD_CLOEXEC, 0); });
+      private_fd::create([&] { return ::fcntl(state_->wait_fd(), F_DUPFD_CLOEXEC, 0); });
   if (!duplicate_) throw_errno("duplicate the sentinel");
   descriptor_.assign(duplicate_.get());
 }

@@ -28,6 +28,7 @@
 
 #include "core/fd.hpp"
 #include "core/per_process.hpp"
+#include "start/fork_policy.hpp"
 
 namespace coproc::detail {
 
@@ -132,7 +133,13 @@ struct io_thread {
 
   io_thread() {
     all_signals_blocked blocked;
-    thread = std::thread([this] { context.run(); });
+    count_own_thread(+1);  // not the user's thread: the fork policy does not count it
+    try {
+      thread = std::thread([this] { context.run(); });
+    } catch (...) {
+      count_own_thread(-1);
+      throw;
+    }
     thread.detach();
   }
 };

@@ -35,7 +35,7 @@ bool child_state::wait(std::optional<std::chrono::steady_clock::time_point> dead
   for (;;) {
     // Poll first: a process that is still running costs one ppoll and one collect, not an
     // extra collect up front.
-    if (!wait_readable(sentinel_.fd(), deadline)) return try_reap();
+    if (!wait_readable(wait_fd(), deadline)) return try_reap();
     if (try_reap()) return true;
     // Ready, but the status is not there yet: the pipe's write end closes a moment before the
     // child becomes a zombie (or early, if the child closed it itself).

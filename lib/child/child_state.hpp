@@ -47,6 +47,12 @@ class child_state {
 
   pid_t pid() const noexcept { return pid_; }
   int sentinel_fd() const noexcept { return sentinel_.fd(); }
+  // Where to wait for the status: the sentinel, or the status source's own descriptor when its
+  // status follows the end (a forkserver's report).
+  int wait_fd() const noexcept {
+    const int fd = std::visit([](const auto& src) { return src.wait_fd(); }, source_);
+    return fd >= 0 ? fd : sentinel_.fd();
+  }
   bool daemon() const noexcept { return daemon_; }
 
   // True once the process has ended and its status is known (or known to be lost).

@@ -1,12 +1,14 @@
 #include "child/status_source.hpp"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
 
 #include "core/syscalls.hpp"
+#include "start/forkserver_wire.hpp"
 
 namespace coproc::detail {
 
@@ -98,6 +100,59 @@ void reaped_by_waitid::signal_by_pid(int sig) {
 std::optional<exit_status> watched_only::collect() {
   if (wait_readable(fd_, std::chrono::steady_clock::now())) return lost_status();
   return std::nullopt;
+}
+
+std::optional<exit_status> reported_by_server::collect() {
+  if (!server_gone_) {
+    forkserver_wire::status st;
+    const ssize_t n =
+        retry_eintr([&] { return ::recv(status_.get(), &st, sizeof st, MSG_DONTWAIT | MSG_WAITALL); });
+    if (n == static_cast<ssize_t>(sizeof st)) {
+      siginfo_t info{};
+      info.si_code = st.code;
+      info.si_status = st.value;
+      rusage usage{};
+      usage.ru_utime.tv_sec = st.user_us / 1'000'000;
+      usage.ru_utime.tv_usec = st.user_us % 1'000'000;
+      usage.ru_stime.tv_sec = st.system_us / 1'000'000;
+      usage.ru_stime.tv_usec = st.system_us % 1'000'000;
+      usage.ru_maxrss = st.max_rss_kib;
+      return to_status(info, usage);
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+    // End of stream (or a torn record): the server is gone, and the status with it.
+    server_gone_ = true;
+  }
+  if (pidfd_ < 0) return lost_status();  // the status socket was the only way to tell
+  if (!wait_readable(pidfd_, std::chrono::steady_clock::now())) return std::nullopt;  // runs on
+  // Ended. An orphan is adopted by the nearest child subreaper: if that is us, its status is ours.
+  siginfo_t info{};
+  rusage usage{};
+  if (sys_waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED | WNOHANG, &usage) == 0 &&
+      info.si_pid != 0)
+    return to_status(info, usage);
+  return lost_status();
+}
+
+bool reported_by_server::wait_for_exit() {
+  // The status socket says first; if the server has gone, the pidfd says when the child ends.
+  // Called without the reap lock: it touches nothing that collect() keeps. Once collect() has
+  // consumed the status, ended() is set and nobody waits here any more.
+  if (!wait_readable(status_.get(), std::nullopt)) return false;
+  char probe;
+  const ssize_t n =
+      retry_eintr([&] { return ::recv(status_.get(), &probe, 1, MSG_PEEK | MSG_DONTWAIT); });
+  if (n > 0) return true;
+  if (pidfd_ >= 0) wait_readable(pidfd_, std::nullopt);
+  return true;
+}
+
+void reported_by_server::signal_by_pid(int sig) {
+  // Only the server knows whether the pid is still its unreaped child.
+  forkserver_wire::signal req{sig};
+  if (retry_eintr([&] { return ::send(status_.get(), &req, sizeof req, MSG_NOSIGNAL); }) < 0 &&
+      errno != EPIPE && errno != ECONNRESET)
+    throw_errno("signal through the forkserver");
 }
 
 void watched_only::signal_by_pid(int) {

@@ -16,6 +16,9 @@
 //   bool wait_for_exit();
 //       Blocks until collect() would find the process ended, without consuming anything.
 //       False where polling the sentinel is the better way to wait (nothing was waited for).
+//   int wait_fd() const;
+//       The descriptor that becomes readable when collect() may succeed, or -1 for the
+//       sentinel's (which is exact for every source but the forkserver's).
 //   void signal_by_pid(int sig);
 //       Signals by pid, for a sentinel that cannot carry signals. Called under the reap lock
 //       while collect() has not reported the end, so a source that is the real parent knows
@@ -31,6 +34,8 @@
 
 #include <coproc/process.hpp>
 
+#include "core/fd.hpp"
+
 namespace coproc::detail {
 
 // The status of a process whose status was taken by somebody else or went with the server
@@ -45,6 +50,7 @@ class reaped_by_waitid {
   reaped_by_waitid(pid_t pid, int pidfd) noexcept : pid_(pid), pidfd_(pidfd) {}
   std::optional<exit_status> collect();
   bool wait_for_exit();
+  int wait_fd() const noexcept { return -1; }
   void signal_by_pid(int sig);
 
  private:
@@ -59,6 +65,7 @@ class watched_only {
   explicit watched_only(int sentinel_fd) noexcept : fd_(sentinel_fd) {}
   std::optional<exit_status> collect();
   bool wait_for_exit() { return false; }
+  int wait_fd() const noexcept { return -1; }
   void signal_by_pid(int sig);
 
  private:
@@ -71,9 +78,33 @@ class lost_before_watched {
  public:
   std::optional<exit_status> collect() { return lost_status(); }
   bool wait_for_exit() { return false; }
+  int wait_fd() const noexcept { return -1; }
   void signal_by_pid(int) {}  // never reached: collect() ends it first
 };
 
-using status_source = std::variant<reaped_by_waitid, watched_only, lost_before_watched>;
+// A forkserver's child: the server is its real parent, reaps it and writes its status (exit
+// code, signal, core dump, CPU times, peak RSS) to `status`, a socket of its own per child;
+// that socket is the place to wait, since the status follows the child's end by the server's
+// wake-up. Signals without a pidfd are asked of the server, which knows whether it has reaped.
+// If the server dies first, the status is lost: exit code 255 once the child has ended (its
+// pidfd says when), unless this process became its parent (a child subreaper) and reaps it.
+class reported_by_server {
+ public:
+  reported_by_server(pid_t pid, int pidfd, private_fd status) noexcept
+      : pid_(pid), pidfd_(pidfd), status_(std::move(status)) {}
+  std::optional<exit_status> collect();
+  bool wait_for_exit();
+  int wait_fd() const noexcept { return status_.get(); }
+  void signal_by_pid(int sig);
+
+ private:
+  pid_t pid_;
+  int pidfd_;  // owned by the sentinel; -1 when the sentinel is `status` itself
+  private_fd status_;
+  bool server_gone_ = false;
+};
+
+using status_source =
+    std::variant<reaped_by_waitid, watched_only, lost_before_watched, reported_by_server>;
 
 }  // namespace coproc::detail

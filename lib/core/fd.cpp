@@ -1,6 +1,7 @@
 #include "core/fd.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/syscalls.hpp"
@@ -42,6 +43,19 @@ private_pipe make_private_pipe() {
   });
   if (!p.read_end) throw_errno("pipe2");
   p.write_end = private_fd::adopt_recorded(ends[1]);
+  return p;
+}
+
+private_socket_pair make_private_socket_pair(int type) {
+  int ends[2] = {-1, -1};
+  private_socket_pair p;
+  p.first = private_fd::create([&] {
+    if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, ends) == -1) return -1;
+    fds::record(ends[1]);
+    return ends[0];
+  });
+  if (!p.first) throw_errno("socketpair");
+  p.second = private_fd::adopt_recorded(ends[1]);
   return p;
 }
 

@@ -88,4 +88,10 @@ struct private_pipe {
 };
 private_pipe make_private_pipe();
 
+// A connected pair of Unix sockets (`type`: SOCK_STREAM, SOCK_SEQPACKET), both coproc's own.
+struct private_socket_pair {
+  private_fd first, second;
+};
+private_socket_pair make_private_socket_pair(int type);
+
 }  // namespace coproc::detail

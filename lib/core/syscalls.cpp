@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -65,6 +66,31 @@ bool wait_readable(int fd, std::optional<std::chrono::steady_clock::time_point> 
     if (errno != EINTR) throw_errno("poll on sentinel");
     // A signal handler ran: go round with the time that is left (PEP 475's rule).
   }
+}
+
+bool send_all(int socket, std::span<const std::byte> data) noexcept {
+  const std::byte* p = data.data();
+  std::size_t left = data.size();
+  while (left) {
+    const ssize_t sent = ::send(socket, p, left, MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent <= 0) return false;
+    p += sent;
+    left -= static_cast<std::size_t>(sent);
+  }
+  return true;
+}
+
+bool read_exact(int fd, void* data, std::size_t size) noexcept {
+  auto* p = static_cast<char*>(data);
+  while (size) {
+    const ssize_t got = ::read(fd, p, size);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got;
+    size -= static_cast<std::size_t>(got);
+  }
+  return true;
 }
 
 }  // namespace coproc::detail

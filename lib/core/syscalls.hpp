@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <chrono>
 #include <optional>
+#include <cstddef>
+#include <span>
 
 namespace coproc::detail {
 
@@ -39,5 +41,11 @@ int sys_waitid(idtype_t type, id_t id, siginfo_t* info, int options, struct rusa
 // Waits until `fd` is readable (or hung up) or the deadline passes; nullopt deadline means
 // forever. Retries EINTR with the remaining time. Returns true if ready.
 bool wait_readable(int fd, std::optional<std::chrono::steady_clock::time_point> deadline);
+
+// Sends all of `data` on a blocking socket (MSG_NOSIGNAL: a gone peer is EPIPE, not SIGPIPE).
+// Returns false with errno set when the peer is gone or the send fails.
+bool send_all(int socket, std::span<const std::byte> data) noexcept;
+// Reads exactly `size` bytes from a blocking descriptor. False at end of stream or on error.
+bool read_exact(int fd, void* data, std::size_t size) noexcept;
 
 }  // namespace coproc::detail

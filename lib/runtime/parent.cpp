@@ -21,7 +21,9 @@ process* parent_watch() {
   if (process* p = r.parent.load(std::memory_order_relaxed)) return p;
   const parent_info& info = r.parent_of_this;
   sentinel watch;
-  if (info.by_pidfd) {
+  if (info.pidfd >= 0) {
+    watch = sentinel(sentinel::pidfd{private_fd::adopt_recorded(info.pidfd)});
+  } else if (info.by_pidfd) {
     private_fd fd = private_fd::create([&] { return sys_pidfd_open(info.pid); });
     if (!fd && errno != ESRCH) throw_errno("pidfd_open(parent)");
     // The pidfd names our parent only if it is still our parent after the pidfd was opened;

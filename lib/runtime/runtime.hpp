@@ -24,6 +24,8 @@ struct parent_info {
   std::string_view name;  // in the parent's memory, which the child's copy keeps forever
   bool by_pidfd = true;   // watch it with a pidfd; otherwise through `alive_fd`
   int alive_fd = -1;      // pipe fallback: read end whose EOF means the parent is gone
+  int pidfd = -1;         // opened already, not recorded: a forkserver child's parent is not
+                          // its real parent, so getppid() cannot confirm a pidfd opened later
 };
 
 struct runtime {

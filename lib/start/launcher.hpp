@@ -30,5 +30,7 @@ launcher& launcher_for(start_method method);
 
 // One file per method.
 launcher& fork_launcher();
+launcher& spawn_launcher();
+launcher& forkserver_launcher();
 
 }  // namespace coproc::detail

@@ -3,7 +3,7 @@
 
 #include <coproc/start_method.hpp>
 
-#include "runtime/runtime.hpp"
+#include "start/exec_child.hpp"
 
 namespace coproc {
 
@@ -26,8 +26,6 @@ std::string_view to_string(start_method method) {
   return "unknown";
 }
 
-void init(int, char**) {
-  (void)detail::rt();  // the module state exists before any thread is started
-}
+void init(int argc, char** argv) { detail::init_program(argc, argv); }
 
 }  // namespace coproc

@@ -138,11 +138,6 @@ COPROC_TARGET(report_joining_itself);
 
 }  // namespace
 
-namespace registered {
-void work(int) {}
-COPROC_TARGET(work);
-}  // namespace registered
-
 BOOST_AUTO_TEST_SUITE(start_methods)
 
 BOOST_AUTO_TEST_CASE(the_default_is_fork_and_the_last_setting_wins) {
@@ -156,25 +151,6 @@ BOOST_AUTO_TEST_CASE(the_default_is_fork_and_the_last_setting_wins) {
   BOOST_TEST((coproc::get_start_method() == coproc::start_method::forkserver));
   coproc::set_start_method(coproc::start_method::fork);
   BOOST_TEST(coproc::to_string(coproc::start_method::forkserver) == "forkserver");
-}
-
-BOOST_AUTO_TEST_CASE(unavailable_start_methods_fail_cleanly_and_leave_the_object_unstarted) {
-  BOOST_TEST(coproc::detail::registered_name(reinterpret_cast<const void*>(&registered::work)) ==
-             std::string("work"));
-  for (auto method : {coproc::start_method::spawn, coproc::start_method::forkserver}) {
-    coproc::process p({.method = method}, registered::work, 1);
-    try {
-      p.start();
-      BOOST_FAIL("start() succeeded with an unavailable start method");
-    } catch (const std::system_error& e) {
-      BOOST_TEST(e.code().value() == ENOSYS);
-      BOOST_TEST(std::string(e.what()).find(coproc::to_string(method)) != std::string::npos);
-    }
-    BOOST_TEST(!p.pid());  // unstarted: nothing was forked
-    BOOST_TEST(!p.is_alive());
-    BOOST_TEST(coproc::active_children().empty());
-    BOOST_TEST(!coproc_test::has_zombie_child());
-  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

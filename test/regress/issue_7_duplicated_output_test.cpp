@@ -36,6 +36,8 @@ constexpr int children = coproc_test::sanitized ? 300 : 2000;
 // flushed, and stderr gets the number of lines each thread printed.
 COPROC_TEST_SCENARIO(printing_threads) {
   const int n = std::atoi(argv[0]);
+  // It forks from threads on purpose, and its stderr carries only the counts it parses.
+  coproc::set_fork_thread_policy(coproc::fork_thread_policy::allow);
   std::atomic<bool> stop{false}, starting{false};
   unsigned long printed_a = 0, printed_b = 0;
   std::thread a([&] {

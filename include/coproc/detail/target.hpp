@@ -8,6 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include <coproc/bytes.hpp>
+#include <coproc/detail/registered.hpp>
+
 namespace coproc {
 class process;
 struct process_options;
@@ -35,11 +38,21 @@ void handed_descriptors_of(const T& arg, std::vector<int>& out) {
   }
 }
 
+// A target as spawn and forkserver send it: the registered function, the JSON array of its
+// arguments and the descriptors handed with them; or, when it cannot travel, why not.
+struct exec_call {
+  const registered_target* target = nullptr;
+  bytes args;
+  std::vector<int> fds;
+  const char* problem = nullptr;  // set when target is null
+};
+
 class target_base {
  public:
   virtual ~target_base() = default;
   virtual void call() = 0;
   virtual void handed_descriptors(std::vector<int>& out) const = 0;
+  virtual exec_call exec_form() const = 0;
 };
 
 template <class F, class... Args>
@@ -51,6 +64,27 @@ class target_impl final : public target_base {
 
   void handed_descriptors(std::vector<int>& out) const override {
     std::apply([&](const Args&... a) { (handed_descriptors_of(a, out), ...); }, args_);
+  }
+
+  exec_call exec_form() const override {
+    exec_call c;
+    if constexpr (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) {
+      c.target = find_target(reinterpret_cast<const void*>(f_));
+      if (!c.target) {
+        c.problem = "the target function is not registered: add COPROC_TARGET(name) at namespace "
+                    "scope, in the function's namespace";
+      } else if constexpr (!(sendable_arg_v<Args> && ...)) {
+        c.target = nullptr;
+        c.problem = "an argument of the target cannot be sent to the new process: arguments "
+                    "travel as typed messages (JSON) or as connections";
+      } else {
+        c.args = exec_arguments(args_, c.fds);
+      }
+    } else {
+      c.problem = "the target is not a function: a lambda or function object cannot be found "
+                  "in the new process; pass a function registered with COPROC_TARGET";
+    }
+    return c;
   }
 
   void call() override {
