@@ -114,6 +114,14 @@ inline void wait_until_ended(pid_t pid) {
                             std::chrono::seconds(60));
 }
 
+// Waits (without reaping) until `p`'s child has ended, as `p` can tell: its sentinel is ready
+// (under forkserver without pidfd, once the server's report is there), and where the child is
+// this process's own, also a zombie (a pipe sentinel is ready a moment before). Hang guard: 60 s.
+inline void wait_until_ended(coproc::process& p) {
+  if (!coproc_test::wait_readable(p.sentinel(), std::chrono::seconds(60))) return;
+  wait_until_ended(*p.pid());
+}
+
 // True while the child `pid` has not ended (it may be reaped or not; nothing is reaped here).
 // A forkserver's child is looked up in /proc.
 inline bool still_running(pid_t pid) {

@@ -59,7 +59,7 @@ coproc::process joined_child(int code) {
 coproc::process ended_child(int code) {
   coproc::process p(coproc_test::targets::exit_with, code);
   p.start();
-  wait_until_ended(*p.pid());
+  wait_until_ended(p);
   return p;
 }
 

@@ -207,7 +207,7 @@ BOOST_AUTO_TEST_CASE(destroying_a_stopped_io_context_after_the_child_ended_leave
     p.async_join(asio::bind_executor(ioc, record{&r}));
     ioc.poll();
     release.close_write();
-    wait_until_ended(*p.pid());
+    wait_until_ended(p);
   }
   BOOST_TEST(r.calls == 0);
   BOOST_TEST(p.join() == 45);
