@@ -56,6 +56,30 @@ void send_current_exception(connection& out) {
   out.send_bytes(as_bytes(text));
 }
 
+void apply_in_child(connection out, std::string key, std::string arguments) {
+  const registered_target* t = find_target(std::string_view(key));
+  try {
+    if (!t || !t->invoke_result) throw std::logic_error("no function is registered as '" + key + "'");
+    const bytes json = t->invoke_result(t->address, as_bytes(arguments));
+    send_result(out, json);
+  } catch (...) {
+    if (exception_ends_child()) throw;
+    send_current_exception(out);
+  }
+}
+COPROC_TARGET(apply_in_child);
+
+void prepare_apply_key(const void* address, std::string& key) {
+  const registered_target* t = find_target(address);
+  if (!t)
+    throw std::logic_error(
+        "apply_async: the function is not registered: add COPROC_TARGET(name) at namespace "
+        "scope, in the function's namespace (spawn and forkserver find it by name)");
+  if (!t->invoke_result)
+    throw std::logic_error("apply_async: the function's result cannot be sent as a typed message");
+  key = target_key(*t);
+}
+
 bool exception_ends_child() noexcept {
   // coproc::exit unwinds with system_exit; pthread_exit and cancellation with a forced unwind,
   // which has no type: both must reach the bootstrap.

@@ -1,7 +1,7 @@
 #include <coproc/testing.hpp>
 
 #include "child/sentinel.hpp"
-#include "start/forkserver.hpp"
+#include "start/forkserver/forkserver.hpp"
 
 namespace coproc::testing {
 

@@ -5,10 +5,12 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -64,6 +66,22 @@ class apply_state {
 // In the child: the outcome of calling `f`, sent on `out`. coproc::exit and forced unwinds go
 // through (the child's exit code says what happened); any other exception is sent.
 void send_result(connection& out, std::span<const std::byte> json);
+// The child's side under spawn and forkserver (registered by the library): calls the function
+// registered as `key` with `arguments` (a JSON array) and sends the outcome.
+void apply_in_child(connection out, std::string key, std::string arguments);
+// The parent's side: the key of the registered function at `address` and the JSON of `args`.
+// Throws std::logic_error when the function is not registered, its result cannot be sent, or
+// an argument is a connection (apply_async hands none).
+void prepare_apply_key(const void* address, std::string& key);
+template <class Tuple>
+void prepare_apply(const void* address, const Tuple& args, std::string& key, std::string& arguments) {
+  prepare_apply_key(address, key);
+  std::vector<int> fds;
+  const bytes json = exec_arguments(args, fds);
+  if (!fds.empty())
+    throw std::logic_error("apply_async: a connection cannot be an argument under spawn and forkserver");
+  arguments.assign(reinterpret_cast<const char*>(json.data()), json.size());
+}
 void send_current_exception(connection& out);
 bool exception_ends_child() noexcept;  // in a catch(...): coproc::exit or a forced unwind
 
@@ -175,6 +193,33 @@ template <class F, class... Args>
 auto apply_async(F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
   auto [reader, writer] = pipe(false);
+  const start_method method = get_start_method();
+  if (method != start_method::fork) {
+    // A new program finds the function by name and sends its result as JSON: a registered
+    // function of sendable arguments, called by the library's registered trampoline.
+    std::string key, arguments;
+    if constexpr (std::is_pointer_v<std::decay_t<F>> &&
+                  std::is_function_v<std::remove_pointer_t<std::decay_t<F>>>) {
+      if constexpr ((detail::sendable_arg_v<std::decay_t<Args>> && ...)) {
+        const std::tuple<std::decay_t<Args>...> a(std::forward<Args>(args)...);
+        detail::prepare_apply(reinterpret_cast<const void*>(static_cast<std::decay_t<F>>(f)), a,
+                              key, arguments);
+      } else {
+        throw std::logic_error(
+            "apply_async: an argument cannot be sent to the new process: arguments travel as "
+            "typed messages (JSON)");
+      }
+    } else {
+      throw std::logic_error(
+          "apply_async: under spawn and forkserver the function must be registered with "
+          "COPROC_TARGET (a lambda or function object cannot be found in the new process)");
+    }
+    process child(process_options{.method = method}, detail::apply_in_child, std::move(writer),
+                  std::move(key), std::move(arguments));
+    child.start();
+    return async_result<R>(
+        std::make_shared<detail::apply_state>(std::move(child), std::move(reader)));
+  }
   process child(
       [](std::decay_t<F> fn, std::tuple<std::decay_t<Args>...> a, connection out) {
         try {

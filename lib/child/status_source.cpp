@@ -8,7 +8,7 @@
 #include <chrono>
 
 #include "core/syscalls.hpp"
-#include "start/forkserver_wire.hpp"
+#include "start/forkserver/wire.hpp"
 
 namespace coproc::detail {
 

@@ -12,7 +12,7 @@
 
 #include "runtime/runtime.hpp"
 #include "start/child_spec.hpp"
-#include "start/forkserver.hpp"
+#include "start/forkserver/forkserver.hpp"
 
 namespace coproc::detail {
 

@@ -32,7 +32,59 @@ namespace {
 int twice(int n) { return 2 * n; }
 }  // namespace
 
+namespace apply_exec {
+// Registered: what spawn and forkserver children find by name.
+std::map<std::string, int> count_words(const std::vector<std::string>& words) {
+  std::map<std::string, int> m;
+  for (const auto& w : words) ++m[w];
+  return m;
+}
+COPROC_TARGET(count_words);
+int fail_with(std::string what) { throw std::invalid_argument(what); }
+COPROC_TARGET(fail_with);
+void die_by(int sig) { ::kill(::getpid(), sig); }
+COPROC_TARGET(die_by);
+pid_t my_pid() { return ::getpid(); }
+COPROC_TARGET(my_pid);
+int unregistered(int n) { return n; }
+}  // namespace apply_exec
+
 BOOST_AUTO_TEST_SUITE(apply_async_results)
+
+BOOST_AUTO_TEST_CASE(spawn_and_forkserver_call_registered_functions) {
+  for (auto m : {coproc::start_method::spawn, coproc::start_method::forkserver}) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc_test::start_method_scope restore;
+      coproc::set_start_method(m);
+      auto counts = coproc::apply_async(apply_exec::count_words,
+                                        std::vector<std::string>{"a", "b", "a"});
+      const auto got = counts.get();
+      BOOST_TEST(got.at("a") == 2);
+      BOOST_TEST(got.at("b") == 1);
+      BOOST_TEST(coproc::apply_async(apply_exec::my_pid).get() != ::getpid());
+      try {
+        coproc::apply_async(apply_exec::fail_with, "bad").get();
+        BOOST_ERROR("no remote_error");
+      } catch (const coproc::remote_error& e) {
+        BOOST_TEST(e.type_name() == "std::invalid_argument");
+        BOOST_TEST(e.message() == "bad");
+      }
+      try {
+        coproc::apply_async(apply_exec::die_by, SIGKILL).get();
+        BOOST_ERROR("no process_error");
+      } catch (const coproc::remote_error&) {
+        BOOST_ERROR("a death is not a remote_error");
+      } catch (const coproc::process_error& e) {
+        BOOST_TEST(std::string(e.what()).find("-9") != std::string::npos);
+      }
+      coproc_test::expect_misuse([] { (void)coproc::apply_async(apply_exec::unregistered, 1); },
+                                 "COPROC_TARGET");
+      coproc_test::expect_misuse([] { (void)coproc::apply_async([] { return 1; }); },
+                                 "COPROC_TARGET");
+      BOOST_TEST(coproc::active_children().empty());
+    }
+  }
+}
 
 BOOST_AUTO_TEST_CASE(the_result_comes_back_as_it_was) {
   BOOST_TEST(coproc::apply_async(twice, 21).get() == 42);

@@ -33,6 +33,9 @@ struct registered_target {
   // In the child: calls the function at `address` with `args`, a JSON array of its arguments.
   // Throws coproc::message_error when the array does not describe them.
   void (*invoke)(const void* address, std::span<const std::byte> args) = nullptr;
+  // The same, returning the result as JSON ("null" for void): apply_async in a spawned or
+  // forkserver child. Null when the result type cannot be sent.
+  bytes (*invoke_result)(const void* address, std::span<const std::byte> args) = nullptr;
   registered_target* next = nullptr;
 };
 
@@ -141,14 +144,27 @@ struct function_parameters;
 template <class R, class... P>
 struct function_parameters<R(P...)> {
   using wire = std::tuple<wire_t<P>...>;
+  static constexpr bool result_sendable = std::is_void_v<R> || sendable_arg_v<R>;
   template <class Wire, std::size_t... I>
-  static void call(R (*fn)(P...), Wire& w, std::index_sequence<I...>) {
-    fn(from_wire<P>(std::get<I>(w))...);
+  static R call(R (*fn)(P...), Wire& w, std::index_sequence<I...>) {
+    return fn(from_wire<P>(std::get<I>(w))...);
   }
   static void invoke(const void* address, std::span<const std::byte> args) {
     auto w = from_message<wire>(args);
     call(reinterpret_cast<R (*)(P...)>(const_cast<void*>(address)), w,
          std::index_sequence_for<P...>{});
+  }
+  static bytes invoke_result(const void* address, std::span<const std::byte> args) {
+    auto w = from_message<wire>(args);
+    auto* fn = reinterpret_cast<R (*)(P...)>(const_cast<void*>(address));
+    if constexpr (std::is_void_v<R>) {
+      call(fn, w, std::index_sequence_for<P...>{});
+      return {std::byte{'n'}, std::byte{'u'}, std::byte{'l'}, std::byte{'l'}};
+    } else if constexpr (sendable_arg_v<R>) {
+      return to_message(call(fn, w, std::index_sequence_for<P...>{}));
+    } else {
+      return {};
+    }
   }
 };
 template <class R, class... P>
@@ -162,6 +178,8 @@ struct target_registrar {
     entry.name = name;
     entry.address = reinterpret_cast<const void*>(fn);
     entry.invoke = &function_parameters<F>::invoke;
+    if constexpr (function_parameters<F>::result_sendable)
+      entry.invoke_result = &function_parameters<F>::invoke_result;
     register_target(entry);
   }
   target_registrar(const target_registrar&) = delete;

@@ -1,12 +1,12 @@
 // The forkserver start method, the client's side: one server per process that uses it, started
-// on first use (start/forkserver_main.cpp is the server), asked over its control socket to fork
+// on first use (start/forkserver/server.cpp is the server), asked over its control socket to fork
 // each child. Python's popen_forkserver and forkserver.py.
 //
 // The control socket is one end of a socket pair made when the server starts: no address
 // exists that another process could connect to, so nothing but this process (which alone holds
 // the descriptor, close-on-exec and closed in its fork children) can ask the server for
 // anything. That is the per-server authentication, by capability (docs/start-methods.md).
-#include "start/forkserver.hpp"
+#include "start/forkserver/forkserver.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -21,7 +21,7 @@
 #include "process_access.hpp"
 #include "start/child_spec.hpp"
 #include "start/exec_child.hpp"
-#include "start/forkserver_wire.hpp"
+#include "start/forkserver/wire.hpp"
 #include "start/launcher.hpp"
 #include "start/own_child.hpp"
 

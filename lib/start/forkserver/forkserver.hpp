@@ -1,4 +1,4 @@
-// coproc internals: the forkserver start method (start/forkserver.cpp).
+// coproc internals: the forkserver start method (start/forkserver/client.cpp).
 #pragma once
 
 #include "core/private.hpp"

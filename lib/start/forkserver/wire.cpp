@@ -1,4 +1,4 @@
-#include "start/forkserver_wire.hpp"
+#include "start/forkserver/wire.hpp"
 
 #include <sys/socket.h>
 

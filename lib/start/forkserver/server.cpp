@@ -1,7 +1,7 @@
 // The forkserver itself: this program started again (start/exec_child.hpp), single-threaded
 // from its first instruction, forking each child its one client asks for. It is the children's
 // real parent, so it reaps them and reports each status on the child's own status socket
-// (start/forkserver_wire.hpp). It ends when its client's end of the control socket closes.
+// (start/forkserver/wire.hpp). It ends when its client's end of the control socket closes.
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -18,8 +18,8 @@
 #include "core/syscalls.hpp"
 #include "start/child_spec.hpp"
 #include "start/exec_child.hpp"
-#include "start/forkserver.hpp"
-#include "start/forkserver_wire.hpp"
+#include "start/forkserver/forkserver.hpp"
+#include "start/forkserver/wire.hpp"
 
 namespace coproc::detail {
 
