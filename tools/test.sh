@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds coproc and runs every test suite, on both sentinels (pidfd, and the pipe fallback).
+# Builds coproc and runs every test suite, on both sentinels (pidfd, and the pipe fallback);
+# in the plain build, the process and async suites again under spawn and forkserver.
 #
 #   tools/test.sh                        the README's test command (build/ , -Dwerror=true)
 #   tools/test.sh --sanitize=address,undefined
@@ -41,6 +42,15 @@ echo "== tests on the pidfd sentinel ($builddir)"
 meson test -C "$builddir" --print-errorlogs --num-processes 2
 echo "== tests on the pipe sentinel ($builddir)"
 meson test -C "$builddir" --setup=nopidfd --print-errorlogs --num-processes 2
+if [ "$sanitize" = none ]; then
+  # The process and async suites again with spawn and forkserver as the default start method,
+  # on both sentinels (test/meson.build). The plain build only: the sanitizer passes run the
+  # other methods through the tests that choose them explicitly.
+  for setup in spawn forkserver spawn_nopidfd forkserver_nopidfd; do
+    echo "== the process and async suites under the $setup setup ($builddir)"
+    meson test -C "$builddir" --setup="$setup" --print-errorlogs --num-processes 2
+  done
+fi
 if [ "$sanitize" = none ]; then
   echo "== a project that uses coproc as a Meson subproject gets the library only"
   test/consumer/check.sh

@@ -2,7 +2,12 @@
 // that end when released, coroutines that join and record what they saw.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 
 #include <chrono>
 #include <exception>
@@ -30,6 +35,7 @@ namespace async_test {
 namespace asio = boost::asio;
 using boost::system::error_code;
 using namespace std::chrono_literals;
+using coproc_test::conn_pipe;
 using coproc_test::test_pipe;
 using coproc_test::wait_for_release;
 
@@ -67,25 +73,64 @@ struct rethrow {
 
 // A child that waits until `release`'s write end is closed (in the parent), then exits with
 // `code`. It never ends on its own before that, so a join started before the release is truly
-// pending, and a child that ends with `code` was not signalled.
+// pending, and a child that ends with `code` was not signalled. Started with the default method.
+inline coproc::process released_child(conn_pipe& release, int code) {
+  return coproc::process(coproc_test::targets::released_exit, release.reader(), code);
+}
+
+// The same with a plain test_pipe, for the suites that are not run under every method
+// (regress): fork only, since the child's closure holds the pipe itself.
 inline coproc::process released_child(test_pipe& release, int code) {
-  return coproc::process([&release, code] {
+  return coproc::process({.method = coproc::start_method::fork}, [&release, code] {
     wait_for_release(release);
     coproc::exit(code);
   });
 }
 
-// Waits (without reaping) until the child `pid` has ended.
+// The state letter of process `pid` in /proc ('Z': ended, not reaped), or '\0' if it is gone.
+inline char proc_state(pid_t pid) {
+  char path[64], buf[512];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int f = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return '\0';
+  const auto n = ::read(f, buf, sizeof buf - 1);
+  ::close(f);
+  if (n <= 0) return '\0';
+  buf[n] = '\0';
+  const char* name_end = std::strrchr(buf, ')');
+  return name_end && name_end[1] == ' ' ? name_end[2] : '\0';
+}
+
+// Waits (without reaping) until the child `pid` has ended. A child of a forkserver is not this
+// process's to wait for: then until /proc shows it ended (a zombie, or gone), with a hang guard
+// of 60 s.
 inline void wait_until_ended(pid_t pid) {
   siginfo_t info{};
-  while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) == -1 && errno == EINTR) {
+  int r;
+  while ((r = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT)) == -1 && errno == EINTR) {
   }
+  if (r == -1 && errno == ECHILD)
+    coproc_test::wait_until([pid] { const char s = proc_state(pid); return s == '\0' || s == 'Z'; },
+                            std::chrono::seconds(60));
+}
+
+// Waits (without reaping) until `p`'s child has ended, as `p` can tell: its sentinel is ready
+// (under forkserver without pidfd, once the server's report is there), and where the child is
+// this process's own, also a zombie (a pipe sentinel is ready a moment before). Hang guard: 60 s.
+inline void wait_until_ended(coproc::process& p) {
+  if (!coproc_test::wait_readable(p.sentinel(), std::chrono::seconds(60))) return;
+  wait_until_ended(*p.pid());
 }
 
 // True while the child `pid` has not ended (it may be reaped or not; nothing is reaped here).
+// A forkserver's child is looked up in /proc.
 inline bool still_running(pid_t pid) {
   siginfo_t info{};
-  if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == -1) return false;
+  if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == -1) {
+    if (errno != ECHILD) return false;
+    const char s = proc_state(pid);
+    return s != '\0' && s != 'Z';
+  }
   return info.si_pid == 0;
 }
 

@@ -44,7 +44,7 @@ asio::awaitable<void> cancellable_timed_join(coproc::process& p, join_result& ou
 
 // After a cancelled join: the child was not signalled (it still runs, and ends with its own
 // code once released), and a new join works.
-void expect_child_untouched(asio::io_context& ioc, coproc::process& p, test_pipe& release, int code) {
+void expect_child_untouched(asio::io_context& ioc, coproc::process& p, conn_pipe& release, int code) {
   BOOST_TEST(still_running(*p.pid()));  // the cancellation did not wait for the child's end
   join_result later;
   p.async_join(asio::bind_executor(ioc, record{&later}));
@@ -64,7 +64,7 @@ BOOST_AUTO_TEST_SUITE(async_join_cancellation)
 BOOST_AUTO_TEST_CASE(each_type_cancels_a_callback_join_once) {
   for (const auto& [type, name] : all_types) {
     BOOST_TEST_CONTEXT("cancellation " << name) {
-      test_pipe release;
+      conn_pipe release;
       auto p = released_child(release, 31);
       p.start();
       asio::io_context ioc;
@@ -90,7 +90,7 @@ BOOST_AUTO_TEST_CASE(each_type_cancels_a_callback_join_once) {
 BOOST_AUTO_TEST_CASE(each_type_cancels_a_timed_join_once) {
   for (const auto& [type, name] : all_types) {
     BOOST_TEST_CONTEXT("cancellation " << name) {
-      test_pipe release;
+      conn_pipe release;
       auto p = released_child(release, 32);
       p.start();
       asio::io_context ioc;
@@ -113,7 +113,7 @@ BOOST_AUTO_TEST_CASE(each_type_cancels_a_timed_join_once) {
 BOOST_AUTO_TEST_CASE(each_type_reaches_a_join_awaited_in_a_coroutine) {
   for (const auto& [type, name] : all_types) {
     BOOST_TEST_CONTEXT("cancellation " << name) {
-      test_pipe release;
+      conn_pipe release;
       auto p = released_child(release, 33);
       p.start();
       asio::io_context ioc;
@@ -151,7 +151,7 @@ BOOST_AUTO_TEST_CASE(each_type_reaches_a_join_awaited_in_a_coroutine) {
 BOOST_AUTO_TEST_CASE(cancelling_one_join_leaves_the_others_waiting) {
   for (const auto& [type, name] : all_types) {
     BOOST_TEST_CONTEXT("cancellation " << name) {
-      test_pipe release;
+      conn_pipe release;
       auto p = released_child(release, 34);
       p.start();
       asio::io_context ioc;
@@ -178,7 +178,7 @@ BOOST_AUTO_TEST_CASE(cancelling_one_join_leaves_the_others_waiting) {
 BOOST_AUTO_TEST_CASE(an_emit_after_completion_reaches_nothing) {
   for (const auto& [type, name] : all_types) {
     BOOST_TEST_CONTEXT("cancellation " << name) {
-      test_pipe release;
+      conn_pipe release;
       auto p = released_child(release, 35);
       p.start();
       asio::io_context ioc;
@@ -203,7 +203,7 @@ BOOST_AUTO_TEST_CASE(an_emit_between_the_result_and_the_handler_completes_once) 
   // operation_aborted or not, but there is exactly one completion.
   for (const auto& [type, name] : all_types) {
     BOOST_TEST_CONTEXT("cancellation " << name) {
-      coproc::process p([] { coproc::exit(36); });
+      coproc::process p(coproc_test::targets::exit_with, 36);
       p.start();
       BOOST_REQUIRE(p.join() == 36);
       asio::io_context ioc;
@@ -224,7 +224,7 @@ BOOST_AUTO_TEST_CASE(an_emit_between_the_result_and_the_handler_completes_once) 
 
 BOOST_AUTO_TEST_CASE(the_same_slot_serves_one_join_after_another) {
   // A coroutine reuses its cancellation slot for each operation it awaits; so may a caller.
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 37);
   p.start();
   asio::io_context ioc;

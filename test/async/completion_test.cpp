@@ -18,6 +18,7 @@
 
 using namespace async_test;
 using coproc_test::expect_misuse;
+using coproc_test::test_pipe;
 
 namespace {
 
@@ -39,9 +40,16 @@ bool completes_inline(asio::io_context& ioc, const Executor& ex, Start start, jo
   return ran_inside;
 }
 
+// A target that crashes (SIGSEGV).
+void crash() {
+  std::signal(SIGSEGV, SIG_DFL);  // a sanitizer's handler would turn the crash into exit(1)
+  std::raise(SIGSEGV);
+}
+COPROC_TARGET(crash);
+
 // A child that has ended and been reaped (joined) already.
 coproc::process joined_child(int code) {
-  coproc::process p([code] { coproc::exit(code); });
+  coproc::process p(coproc_test::targets::exit_with, code);
   p.start();
   BOOST_REQUIRE(p.join() == code);
   return p;
@@ -49,9 +57,9 @@ coproc::process joined_child(int code) {
 
 // A child that has ended but has not been reaped.
 coproc::process ended_child(int code) {
-  coproc::process p([code] { coproc::exit(code); });
+  coproc::process p(coproc_test::targets::exit_with, code);
   p.start();
-  wait_until_ended(*p.pid());
+  wait_until_ended(p);
   return p;
 }
 
@@ -87,7 +95,7 @@ BOOST_AUTO_TEST_CASE(an_ended_unreaped_child_completes_after_the_call_returns) {
 }
 
 BOOST_AUTO_TEST_CASE(a_zero_or_negative_timeout_completes_after_the_call_returns) {
-  test_pipe release;
+  conn_pipe release;
   auto running = released_child(release, 14);
   running.start();
   auto ended = ended_child(15);
@@ -138,7 +146,7 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(timed_join)
 
 BOOST_AUTO_TEST_CASE(timeout_gives_nullopt_and_the_child_keeps_running) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 21);
   p.start();
   asio::io_context ioc;
@@ -162,7 +170,7 @@ BOOST_AUTO_TEST_CASE(timeout_gives_nullopt_and_the_child_keeps_running) {
 }
 
 BOOST_AUTO_TEST_CASE(a_child_ending_first_gives_its_exit_code) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 22);
   p.start();
   asio::io_context ioc;
@@ -184,10 +192,10 @@ BOOST_AUTO_TEST_CASE(the_handler_no_longer_finds_its_child_among_the_active_chil
   // waiter); what the handler sees of active_children() must not show it.
   // The child that stays starts first: the other one's release pipe must not be inherited by
   // it, or that child would not see its release while this one runs.
-  test_pipe release_second;
+  conn_pipe release_second;
   auto second = released_child(release_second, 26);
   second.start();
-  test_pipe release_first;
+  conn_pipe release_first;
   auto first = released_child(release_first, 25);
   first.start();
   asio::io_context ioc;
@@ -212,7 +220,7 @@ BOOST_AUTO_TEST_CASE(the_handler_no_longer_finds_its_child_among_the_active_chil
 BOOST_AUTO_TEST_CASE(a_completed_timed_join_leaves_no_work_behind) {
   // Once the child's exit has been reported, the join's deadline must not keep the
   // io_context busy (or hold the operation and its descriptor) until the timeout.
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 23);
   p.start();
   asio::io_context ioc;
@@ -226,7 +234,7 @@ BOOST_AUTO_TEST_CASE(a_completed_timed_join_leaves_no_work_behind) {
 
 BOOST_AUTO_TEST_CASE(an_enormous_timeout_waits_like_an_untimed_join) {
   // Durations that overflow nanoseconds saturate; they must not wrap into a poll.
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 24);
   p.start();
   asio::io_context ioc;
@@ -245,7 +253,7 @@ BOOST_AUTO_TEST_CASE(an_enormous_timeout_waits_like_an_untimed_join) {
 }
 
 BOOST_AUTO_TEST_CASE(a_timeout_does_not_disturb_other_joins_of_the_child) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 25);
   p.start();
   asio::io_context ioc;
@@ -270,7 +278,7 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(signalled_children)
 
 BOOST_AUTO_TEST_CASE(kill_during_a_join_gives_minus_nine) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 0);
   p.start();
   asio::io_context ioc;
@@ -288,7 +296,7 @@ BOOST_AUTO_TEST_CASE(kill_during_a_join_gives_minus_nine) {
 }
 
 BOOST_AUTO_TEST_CASE(terminate_during_a_join_gives_minus_fifteen) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 0);
   p.start();
   asio::io_context ioc;
@@ -304,7 +312,7 @@ BOOST_AUTO_TEST_CASE(terminate_during_a_join_gives_minus_fifteen) {
 }
 
 BOOST_AUTO_TEST_CASE(kill_before_the_join_gives_minus_nine) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 0);
   p.start();
   p.kill();
@@ -312,10 +320,7 @@ BOOST_AUTO_TEST_CASE(kill_before_the_join_gives_minus_nine) {
 }
 
 BOOST_AUTO_TEST_CASE(a_crash_gives_minus_the_signal) {
-  coproc::process p([] {
-    std::signal(SIGSEGV, SIG_DFL);  // a sanitizer's handler would turn the crash into exit(1)
-    std::raise(SIGSEGV);
-  });
+  coproc::process p(crash);
   p.start();
   BOOST_TEST(awaited_join(p).code == -SIGSEGV);
 }
@@ -330,7 +335,7 @@ BOOST_AUTO_TEST_SUITE(async_join_misuse)
 BOOST_AUTO_TEST_CASE(misuse_throws_from_the_call_and_never_calls_the_handler) {
   asio::io_context ioc;
   join_result r;
-  coproc::process unstarted([] {});
+  coproc::process unstarted(coproc_test::targets::nothing);
   expect_misuse([&] { unstarted.async_join(asio::bind_executor(ioc, record{&r})); },
                 "can only join a started process");
   expect_misuse([&] { unstarted.async_join(1s, asio::bind_executor(ioc, record{&r})); },
@@ -346,10 +351,13 @@ BOOST_AUTO_TEST_CASE(misuse_throws_from_the_call_and_never_calls_the_handler) {
 }
 
 BOOST_AUTO_TEST_CASE(joining_a_sibling_from_a_child_is_misuse) {
-  test_pipe release, report;
+  conn_pipe release;
+  test_pipe report;
   auto sibling = released_child(release, 0);
   sibling.start();
-  coproc::process p([&] {
+  // Fork only: the child calls the parent's own object for its sibling, which only a forked
+  // child has (a copy of the parent's memory); a spawned child has no such object to misuse.
+  coproc::process p({.method = coproc::start_method::fork}, [&] {
     asio::io_context ioc;  // a fresh one: the parent's belongs to the parent
     try {
       sibling.async_join(asio::bind_executor(ioc, [](error_code, int) {}));

@@ -54,12 +54,35 @@ asio::awaitable<void> await_parent_timed(coproc::process& parent, std::string& o
   out = "timed " + describe(ec, code);
 }
 
+// a_grandchild_awaits_the_end_of_its_parent: the grandchild awaits its parent's end in a fresh
+// io_context and reports both forms; the middle process starts it, then waits to be killed.
+void grandchild_awaits_parent(coproc::connection report) {
+  asio::io_context ioc;
+  coproc::process* parent = coproc::parent_process();
+  std::string untimed, timed;
+  asio::co_spawn(ioc, await_parent(*parent, untimed), asio::detached);
+  asio::co_spawn(ioc, await_parent_timed(*parent, timed), asio::detached);
+  ioc.poll();  // both joins are pending now
+  coproc_test::send_text(report, std::string(untimed.empty() && timed.empty() ? "waiting" : "early") + "\n");
+  ioc.run_for(60s);  // a hang guard: the joins complete when the middle process dies
+  coproc_test::send_text(report, untimed + "\n");
+  coproc_test::send_text(report, timed + "\n");
+}
+COPROC_TARGET(grandchild_awaits_parent);
+
+void middle_process(coproc::connection report) {
+  coproc::process grandchild(grandchild_awaits_parent, coproc_test::dup_connection(report));
+  grandchild.start();
+  ::pause();
+}
+COPROC_TARGET(middle_process);
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(async_join_lifetime)
 
 BOOST_AUTO_TEST_CASE(destroying_the_process_aborts_pending_joins_and_the_child_is_still_reaped) {
-  test_pipe release;
+  conn_pipe release;
   auto p = std::make_unique<coproc::process>(released_child(release, 41));
   p->start();
   const pid_t pid = *p->pid();
@@ -100,7 +123,7 @@ BOOST_AUTO_TEST_CASE(destroying_the_process_aborts_pending_joins_and_the_child_i
 BOOST_AUTO_TEST_CASE(destroying_the_process_from_a_handler_aborts_the_other_joins) {
   // The handler of one join destroys the object while another join of the same child is
   // pending on the same io_context: no deadlock, one abort.
-  test_pipe release;
+  conn_pipe release;
   auto p = std::make_unique<coproc::process>(released_child(release, 42));
   p->start();
   const pid_t pid = *p->pid();
@@ -122,7 +145,7 @@ BOOST_AUTO_TEST_CASE(destroying_the_process_from_a_handler_aborts_the_other_join
 }
 
 BOOST_AUTO_TEST_CASE(moving_the_process_keeps_pending_joins) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 43);
   p.start();
   asio::io_context ioc;
@@ -146,7 +169,7 @@ BOOST_AUTO_TEST_CASE(moving_the_process_keeps_pending_joins) {
 }
 
 BOOST_AUTO_TEST_CASE(destroying_the_io_context_leaves_the_process_usable) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 44);
   p.start();
   const int fds_before = coproc_test::fd_count();
@@ -175,7 +198,7 @@ BOOST_AUTO_TEST_CASE(destroying_the_io_context_leaves_the_process_usable) {
 
 BOOST_AUTO_TEST_CASE(destroying_a_stopped_io_context_after_the_child_ended_leaves_the_process_usable) {
   // The child ends while the io_context is stopped: the completion is ready but never runs.
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 45);
   p.start();
   join_result r;
@@ -184,7 +207,7 @@ BOOST_AUTO_TEST_CASE(destroying_a_stopped_io_context_after_the_child_ended_leave
     p.async_join(asio::bind_executor(ioc, record{&r}));
     ioc.poll();
     release.close_write();
-    wait_until_ended(*p.pid());
+    wait_until_ended(p);
   }
   BOOST_TEST(r.calls == 0);
   BOOST_TEST(p.join() == 45);
@@ -196,23 +219,8 @@ BOOST_AUTO_TEST_CASE(a_grandchild_awaits_the_end_of_its_parent) {
   // The middle process starts a grandchild and then waits to be killed. The grandchild awaits
   // its parent's end in a fresh io_context; both forms complete once the middle is killed
   // (untimed: 255, the parent's status is not the grandchild's to know; timed: nullopt).
-  test_pipe report;
-  coproc::process middle([&] {
-    coproc::process grandchild([&] {
-      asio::io_context ioc;
-      coproc::process* parent = coproc::parent_process();
-      std::string untimed, timed;
-      asio::co_spawn(ioc, await_parent(*parent, untimed), asio::detached);
-      asio::co_spawn(ioc, await_parent_timed(*parent, timed), asio::detached);
-      ioc.poll();  // both joins are pending now
-      report.write(std::string(untimed.empty() && timed.empty() ? "waiting" : "early") + "\n");
-      ioc.run_for(60s);  // a hang guard: the joins complete when the middle process dies
-      report.write(untimed + "\n");
-      report.write(timed + "\n");
-    });
-    grandchild.start();
-    ::pause();
-  });
+  conn_pipe report;
+  coproc::process middle(middle_process, report.writer());
   middle.start();
   BOOST_TEST(report.read_line() == "waiting");
   middle.kill();

@@ -113,7 +113,7 @@ BOOST_AUTO_TEST_CASE(a_thousand_children_awaited_at_once_on_one_thread) {
   // pending join a duplicate of it.
   const coproc_test::descriptor_limit_raised descriptors;  // declared first: it outlives the children
   BOOST_REQUIRE_MESSAGE(descriptors.limit() >= 4 * n + 64, "not enough descriptors");
-  test_pipe release;
+  conn_pipe release;
   std::vector<coproc::process> children;
   children.reserve(n);
   // 251 is prime: neighbours (and children n apart) end with different codes, so a result
@@ -161,7 +161,7 @@ BOOST_AUTO_TEST_CASE(four_threads_and_many_joiners_per_child_see_one_exit_code) 
   constexpr int per_child = coroutines + timed + racing + 2 * callbacks + own_thread + sync + 1;
   for (std::size_t round = 0; round < rounds; ++round) {
     BOOST_TEST_CONTEXT("round " << round) {
-      test_pipe release;
+      conn_pipe release;
       std::vector<coproc::process> children;
       std::vector<int> expected;
       for (std::size_t i = 0; i < n; ++i) {

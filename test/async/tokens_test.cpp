@@ -67,7 +67,7 @@ BOOST_AUTO_TEST_SUITE(async_tokens)
 // completion_test.cpp).
 
 BOOST_AUTO_TEST_CASE(use_awaitable_gives_the_exit_code) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 42);
   p.start();
   asio::io_context ioc;
@@ -81,7 +81,7 @@ BOOST_AUTO_TEST_CASE(use_awaitable_gives_the_exit_code) {
 }
 
 BOOST_AUTO_TEST_CASE(use_awaitable_timed_gives_the_exit_code) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 43);
   p.start();
   asio::io_context ioc;
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(use_awaitable_timed_gives_the_exit_code) {
 }
 
 BOOST_AUTO_TEST_CASE(as_tuple_use_awaitable_gives_error_code_and_exit_code) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 44);
   p.start();
   asio::io_context ioc;
@@ -116,7 +116,7 @@ BOOST_AUTO_TEST_CASE(as_tuple_use_awaitable_gives_error_code_and_exit_code) {
 }
 
 BOOST_AUTO_TEST_CASE(callback_bound_to_a_strand_runs_on_the_strand) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 45);
   p.start();
   asio::io_context ioc;
@@ -153,7 +153,7 @@ BOOST_AUTO_TEST_CASE(callback_bound_to_a_strand_runs_on_the_strand) {
 }
 
 BOOST_AUTO_TEST_CASE(callback_bound_to_a_thread_pool_runs_in_the_pool) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 46);
   p.start();
   asio::thread_pool pool(2);
@@ -184,7 +184,7 @@ BOOST_AUTO_TEST_CASE(plain_callback_completes_on_another_thread) {
   // No associated executor: the system executor, and coproc's own I/O thread does the wait.
   // The caller's thread is blocked in the future below, so a completion on it could only be
   // an inline one.
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 47);
   p.start();
   std::promise<std::thread::id> plain, timed;
@@ -210,7 +210,7 @@ BOOST_AUTO_TEST_CASE(plain_callback_completes_on_another_thread) {
 }
 
 BOOST_AUTO_TEST_CASE(use_future_gives_the_exit_code) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 48);
   p.start();
   std::future<int> plain = p.async_join(asio::use_future);
@@ -225,7 +225,7 @@ BOOST_AUTO_TEST_CASE(use_future_gives_the_exit_code) {
 
 BOOST_AUTO_TEST_CASE(use_future_completes_on_coprocs_thread_not_the_callers) {
   // use_future has no executor of its own: the promise is fulfilled on coproc's I/O thread.
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 49);
   p.start();
   auto where = [](error_code ec, int code) { return std::pair(ec ? -1 : code, std::this_thread::get_id()); };
@@ -246,7 +246,7 @@ BOOST_AUTO_TEST_CASE(use_future_completes_on_coprocs_thread_not_the_callers) {
 }
 
 BOOST_AUTO_TEST_CASE(deferred_starts_only_when_launched) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 50);
   p.start();
   asio::io_context ioc;
@@ -266,7 +266,7 @@ BOOST_AUTO_TEST_CASE(deferred_starts_only_when_launched) {
 }
 
 BOOST_AUTO_TEST_CASE(deferred_can_be_co_awaited) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 51);
   p.start();
   asio::io_context ioc;
@@ -283,7 +283,7 @@ BOOST_AUTO_TEST_CASE(deferred_can_be_co_awaited) {
 }
 
 BOOST_AUTO_TEST_CASE(awaitable_or_timer_gives_the_join_when_the_child_ends_first) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 52);
   p.start();
   asio::io_context ioc;
@@ -299,7 +299,7 @@ BOOST_AUTO_TEST_CASE(awaitable_or_timer_gives_the_join_when_the_child_ends_first
 }
 
 BOOST_AUTO_TEST_CASE(awaitable_or_timer_gives_the_timed_join_when_the_child_ends_first) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 52);
   p.start();
   asio::io_context ioc;
@@ -317,7 +317,7 @@ BOOST_AUTO_TEST_CASE(awaitable_or_timer_gives_the_timed_join_when_the_child_ends
 }
 
 BOOST_AUTO_TEST_CASE(awaitable_or_timer_cancels_the_join_when_the_timer_fires_first) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 53);
   p.start();
   asio::io_context ioc;
@@ -343,7 +343,7 @@ BOOST_AUTO_TEST_CASE(awaitable_or_timer_cancels_the_join_when_the_timer_fires_fi
 }
 
 BOOST_AUTO_TEST_CASE(awaitable_and_gives_both_exit_codes) {
-  test_pipe release;
+  conn_pipe release;
   auto p = released_child(release, 54);
   auto q = released_child(release, 55);
   p.start();

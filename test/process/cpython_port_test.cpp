@@ -4,14 +4,19 @@
 // it checks and what changed in the port.
 //
 // Common adaptations:
-// - mp.Queue / mp.Event / mp.Pipe become plain pipes (test_pipe) or a socketpair; an Event
-//   that the parent sets becomes "the parent closes the write end" (wait_for_release).
+// - mp.Queue / mp.Event / mp.Pipe become byte pipes whose ends are connections (conn_pipe) or a
+//   socketpair; an Event that the parent sets becomes "the parent closes the write end"
+//   (wait_for_release).
 // - Python's ValueError / AssertionError for misuse are std::logic_error with Python's words.
 // - join() returns the exit code in coproc (None in Python); the tests still read exitcode().
 // - CPython's join_process(p) is join(support.SHORT_TIMEOUT): here join(60s), checked.
-// - Only the fork start method exists: the spawn/forkserver-only tests (test_set_executable,
-//   test_forkserver_*, test_forkserver_auth_*) have nothing to port; nothing is pickled under
-//   fork (arguments are copies in the child); 3.14's interrupt() (test_interrupt,
+// - Targets are registered free functions (COPROC_TARGET) whose arguments are typed values, so
+//   that every case runs under the start method under test (the test setups spawn, forkserver;
+//   test_main.cpp). Pipes that a child writes to or waits on are conn_pipe: their ends are
+//   connections handed to the child as arguments, as Python hands a Queue or Event. The cases
+//   that need a copy of the parent (a closure's state, a subclass's run()) say so and use fork.
+// - The spawn/forkserver-only tests (test_set_executable, test_forkserver_*,
+//   test_forkserver_auth_*) are not ported here; 3.14's interrupt() (test_interrupt,
 //   test_interrupt_no_handler) is not in coproc's API.
 #include <algorithm>
 #include <atomic>
@@ -50,9 +55,12 @@
 
 using namespace std::chrono_literals;
 using coproc_test::run_scenario;
+using coproc_test::conn_pipe;
 using coproc_test::expect_misuse;
-using coproc_test::test_pipe;
+using coproc_test::send_text;
 using coproc_test::wait_for_release;
+using coproc_test::targets::nothing;
+using coproc_test::targets::released;
 
 namespace {
 
@@ -98,12 +106,6 @@ class temp_file {
   temp_file& operator=(const temp_file&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
-  // In the child: Python's `fd = os.open(testfn, O_WRONLY|O_CREAT|O_EXCL); sys.stderr = ...`.
-  void redirect_stderr_here() const {
-    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || ::dup2(fd, STDERR_FILENO) < 0) std::_Exit(99);
-    ::close(fd);
-  }
   std::string read() const {
     std::ifstream in(path_);
     std::stringstream s;
@@ -114,6 +116,13 @@ class temp_file {
  private:
   std::filesystem::path path_;
 };
+
+// In the child: Python's `fd = os.open(testfn, O_WRONLY|O_CREAT|O_EXCL); sys.stderr = ...`.
+void redirect_stderr_to(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || ::dup2(fd, STDERR_FILENO) < 0) std::_Exit(99);
+  ::close(fd);
+}
 
 // Python's SIGALRM guard around join() in _kill_process: if `p` has not ended after `limit`,
 // it is SIGKILLed (so a hanging join ends) and fired() reports it.
@@ -194,6 +203,78 @@ void send_line(int fd, const std::string& s) {
 
 }  // namespace
 
+namespace {
+void report_current(coproc::connection out) {
+  auto& me = coproc::current_process();
+  send_text(out, std::to_string(me.is_alive()) + " " + std::to_string(me.daemon()) + " " +
+                     std::to_string(me.authkey().size()) + " " +
+                     std::to_string(me.ident() == ::getpid()) + " " +
+                     std::to_string(me.exitcode().has_value()) + "\n");
+}
+COPROC_TARGET(report_current);
+
+// test_args_argument's child, one per argument type: echoes what it received.
+void echo_int(coproc::connection q, int arg) { send_text(q, "int " + std::to_string(arg) + "\n"); }
+COPROC_TARGET(echo_int);
+void echo_str(coproc::connection q, std::string arg) { send_text(q, "str " + arg + "\n"); }
+COPROC_TARGET(echo_str);
+void echo_list(coproc::connection q, std::vector<int> arg) {
+  send_text(q, "list " + std::to_string(arg.size()) + " " + std::to_string(arg.at(0)) + "\n");
+}
+COPROC_TARGET(echo_list);
+void echo_tuple(coproc::connection q, std::tuple<int> arg) {
+  send_text(q, "tuple " + std::to_string(std::get<0>(arg)) + "\n");
+}
+COPROC_TARGET(echo_tuple);
+
+void report_parent_process(coproc::connection wconn) {
+  auto* parent = coproc::parent_process();
+  if (!parent) {
+    send_text(wconn, "no parent\n");
+    return;
+  }
+  send_text(wconn, std::to_string(parent->pid().value_or(-1)) + "\n" + parent->name() + "\n");
+}
+COPROC_TARGET(report_parent_process);
+
+void grandchild_watches_parent(coproc::connection wconn) {
+  auto* parent = coproc::parent_process();
+  send_text(wconn, parent->is_alive() ? "alive\n" : "not alive\n");
+  parent->join(60s);
+  send_text(wconn, parent->is_alive() ? "alive\n" : "not alive\n");
+}
+COPROC_TARGET(grandchild_watches_parent);
+
+void start_grandchild_then_sleep(coproc::connection wconn) {
+  coproc::process grandchild(grandchild_watches_parent, coproc_test::dup_connection(wconn));
+  grandchild.start();
+  for (;;)
+    ::pause();  // Python: time.sleep(300)
+}
+COPROC_TARGET(start_grandchild_then_sleep);
+
+void test_process_child(coproc::connection queue, int a1, int a2,
+                        std::map<std::string, double> kw, coproc::connection release) {
+  auto& current = coproc::current_process();
+  std::ostringstream out;
+  out << a1 << " " << a2 << "\n";
+  for (auto& [k, v] : kw)
+    out << k << "=" << v << " ";
+  out << "\n"
+      << current.name() << "\n"
+      << hex(current.authkey()) << "\n"
+      << current.pid().value_or(-1) << "\n";
+  send_text(queue, out.str());
+  wait_for_release(release);
+}
+COPROC_TARGET(test_process_child);
+
+void report_thread_id(coproc::connection q) {
+  send_text(q, std::to_string(::syscall(SYS_gettid)) + "\n");
+}
+COPROC_TARGET(report_thread_id);
+}  // namespace
+
 BOOST_AUTO_TEST_SUITE(cpython_TestProcess)
 
 // test_current (P-2, P-29, P-32, P-33, P-35): the main process's object is alive, not a
@@ -208,13 +289,8 @@ BOOST_AUTO_TEST_CASE(test_current) {
   BOOST_TEST(current.ident() == ::getpid());
   BOOST_TEST(!current.exitcode().has_value());
 
-  test_pipe out;
-  coproc::process p([&] {
-    auto& me = coproc::current_process();
-    out.write(std::to_string(me.is_alive()) + " " + std::to_string(me.daemon()) + " " +
-              std::to_string(me.authkey().size()) + " " + std::to_string(me.ident() == ::getpid()) +
-              " " + std::to_string(me.exitcode().has_value()) + "\n");
-  });
+  conn_pipe out;
+  coproc::process p(report_current, out.writer());
   p.start();
   BOOST_TEST(out.read_all() == "1 0 32 1 0\n");
   BOOST_TEST(p.join() == 0);
@@ -222,28 +298,15 @@ BOOST_AUTO_TEST_CASE(test_current) {
 
 // test_args_argument (P-4, bpo-45735): Python checks that a list and a tuple as `args` give the
 // child the same arguments. C++ has no list/tuple distinction for a parameter pack; the
-// analogue is that the arguments reach the child as given, whatever their type and whether
-// they were passed as lvalues or rvalues.
+// analogue is that the arguments reach the child as given, whatever their type (an int, a
+// string, a list, a tuple: one target per type) and whether they were passed as lvalues or
+// rvalues.
 BOOST_AUTO_TEST_CASE(test_args_argument) {
-  test_pipe q;
-  auto echo = [&q](const auto& arg) {
-    using T = std::decay_t<decltype(arg)>;
-    std::string s;
-    if constexpr (std::is_same_v<T, int>) {
-      s = "int " + std::to_string(arg);
-    } else if constexpr (std::is_same_v<T, std::string>) {
-      s = "str " + arg;
-    } else if constexpr (std::is_same_v<T, std::vector<int>>) {
-      s = "list " + std::to_string(arg.size()) + " " + std::to_string(arg.at(0));
-    } else {
-      s = "tuple " + std::to_string(std::get<0>(arg));
-    }
-    q.write(s + "\n");
-  };
+  conn_pipe q;
   const std::string expected = "int 1\nstr str\nlist 1 1\ntuple 1\n";
   std::string got;
-  auto run = [&](auto&& arg) {
-    coproc::process p({.daemon = true}, echo, std::forward<decltype(arg)>(arg));
+  auto run = [&](auto echo, auto&& arg) {
+    coproc::process p({.daemon = true}, echo, q.writer(), std::forward<decltype(arg)>(arg));
     p.start();
     got += q.read_line() + "\n";
     BOOST_TEST(p.join(60s) == 0);
@@ -253,28 +316,28 @@ BOOST_AUTO_TEST_CASE(test_args_argument) {
   std::string s = "str";
   std::vector<int> v{1};
   std::tuple<int> t{1};
-  run(i);
-  run(s);
-  run(v);
-  run(t);
+  run(echo_int, i);
+  run(echo_str, s);
+  run(echo_list, v);
+  run(echo_tuple, t);
   BOOST_TEST(got == expected);
   // As rvalues (the values the parent held are moved into the process object).
   got.clear();
-  run(1);
-  run(std::string("str"));
-  run(std::vector<int>{1});
-  run(std::tuple<int>{1});
+  run(echo_int, 1);
+  run(echo_str, std::string("str"));
+  run(echo_list, std::vector<int>{1});
+  run(echo_tuple, std::tuple<int>{1});
   BOOST_TEST(got == expected);
 }
 
 // test_daemon_argument (P-5, P-30): the default daemon flag is current_process().daemon();
 // daemon=true/false is respected.
 BOOST_AUTO_TEST_CASE(test_daemon_argument) {
-  coproc::process proc0([] {});
+  coproc::process proc0(nothing);
   BOOST_TEST(proc0.daemon() == coproc::current_process().daemon());
-  coproc::process proc1({.daemon = true}, [] {});
+  coproc::process proc1({.daemon = true}, nothing);
   BOOST_TEST(proc1.daemon());
-  coproc::process proc2({.daemon = false}, [] {});
+  coproc::process proc2({.daemon = false}, nothing);
   BOOST_TEST(!proc2.daemon());
 }
 
@@ -284,15 +347,8 @@ BOOST_AUTO_TEST_CASE(test_daemon_argument) {
 BOOST_AUTO_TEST_CASE(test_parent_process_attributes) {
   BOOST_TEST(coproc::parent_process() == nullptr);
 
-  test_pipe wconn;
-  coproc::process p([&] {
-    auto* parent = coproc::parent_process();
-    if (!parent) {
-      wconn.write("no parent\n");
-      return;
-    }
-    wconn.write(std::to_string(parent->pid().value_or(-1)) + "\n" + parent->name() + "\n");
-  });
+  conn_pipe wconn;
+  coproc::process p(report_parent_process, wconn.writer());
   p.start();
   BOOST_TEST(p.join() == 0);
   const auto parent_pid = wconn.read_line();
@@ -308,18 +364,8 @@ BOOST_AUTO_TEST_CASE(test_parent_process_attributes) {
 // parent's read guard (20 s), so a join that does not wake at the parent's death fails the test
 // instead of passing late.
 BOOST_AUTO_TEST_CASE(test_parent_process) {
-  test_pipe wconn;
-  coproc::process p([&] {
-    coproc::process grandchild([&] {
-      auto* parent = coproc::parent_process();
-      wconn.write(parent->is_alive() ? "alive\n" : "not alive\n");
-      parent->join(60s);
-      wconn.write(parent->is_alive() ? "alive\n" : "not alive\n");
-    });
-    grandchild.start();
-    for (;;)
-      ::pause();  // Python: time.sleep(300)
-  });
+  conn_pipe wconn;
+  coproc::process p(start_grandchild_then_sleep, wconn.writer());
   p.start();
   reap_on_scope_exit guard{p};
   BOOST_TEST(wconn.read_line(30s) == "alive");
@@ -334,24 +380,10 @@ BOOST_AUTO_TEST_CASE(test_parent_process) {
 // code 0, not alive, not listed. Changed: kwargs become a std::map argument; the child holds
 // itself alive (Python's Queue(1) does it) until the parent has read what it sent.
 BOOST_AUTO_TEST_CASE(test_process) {
-  test_pipe q, release;
+  conn_pipe q, release;
   const std::map<std::string, double> kwargs{{"hello", 23}, {"bye", 2.54}};
-  coproc::process p(
-      {.name = "SomeProcess"},
-      [&release](test_pipe& queue, int a1, int a2, const std::map<std::string, double>& kw) {
-        auto& current = coproc::current_process();
-        std::ostringstream out;
-        out << a1 << " " << a2 << "\n";
-        for (auto& [k, v] : kw)
-          out << k << "=" << v << " ";
-        out << "\n"
-            << current.name() << "\n"
-            << hex(current.authkey()) << "\n"
-            << current.pid().value_or(-1) << "\n";
-        queue.write(out.str());
-        wait_for_release(release);
-      },
-      std::ref(q), 1, 2, kwargs);
+  coproc::process p({.name = "SomeProcess"}, test_process_child, q.writer(), 1, 2, kwargs,
+                    release.reader());
   p.daemon(true);
   auto& current = coproc::current_process();
 
@@ -389,8 +421,8 @@ BOOST_AUTO_TEST_CASE(test_process) {
 // thread id.
 BOOST_AUTO_TEST_CASE(test_process_mainthread_native_id) {
   const auto parent_tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  test_pipe q;
-  coproc::process p([&] { q.write(std::to_string(::syscall(SYS_gettid)) + "\n"); });
+  conn_pipe q;
+  coproc::process p(report_thread_id, q.writer());
   p.start();
   const auto child_tid = q.read_line();
   BOOST_TEST(p.join() == 0);
@@ -400,16 +432,19 @@ BOOST_AUTO_TEST_CASE(test_process_mainthread_native_id) {
 
 namespace {
 
+void set_event_then_sleep(coproc::connection event) {
+  send_text(event, "set\n");  // Python: _sleep_some_event
+  for (;;)
+    ::pause();
+}
+COPROC_TARGET(set_event_then_sleep);
+
 // CPython's _kill_process(meth): on a daemonic sleeper, join(0) and join(-1) return at once
 // while it runs; after meth(p), join() returns (under a 10 s guard), it is neither alive nor
 // listed. Returns the exit code.
 int kill_process(void (coproc::process::*meth)()) {
-  test_pipe event;
-  coproc::process p([&] {
-    event.write("set\n");  // Python: _sleep_some_event
-    for (;;)
-      ::pause();
-  });
+  conn_pipe event;
+  coproc::process p(set_event_then_sleep, event.writer());
   p.daemon(true);
   p.start();
   reap_on_scope_exit reaper{p};
@@ -471,8 +506,8 @@ BOOST_AUTO_TEST_CASE(test_cpu_count) {
 
 // test_active_children (P-46): not listed before start, listed after start, not after join.
 BOOST_AUTO_TEST_CASE(test_active_children) {
-  test_pipe event;
-  coproc::process p([&] { wait_for_release(event); });  // Python: target=event.wait
+  conn_pipe event;
+  coproc::process p(released, event.reader());  // Python: target=event.wait
   BOOST_TEST(!in_active_children(p));
   p.daemon(true);
   p.start();
@@ -487,22 +522,23 @@ namespace {
 
 // CPython's _test_recursion: writes its id, then starts and joins two children, depth 2.
 // Added: each node also writes current_process().name().
-void test_recursion_node(test_pipe& wconn, std::vector<int> id) {
+void test_recursion_node(coproc::connection wconn, std::vector<int> id) {
   std::string line = "[";
   for (std::size_t i = 0; i < id.size(); ++i)
     line += (i ? "," : "") + std::to_string(id[i]);
-  wconn.write(line + "] " + coproc::current_process().name() + "\n");
+  send_text(wconn, line + "] " + coproc::current_process().name() + "\n");
   if (id.size() < 2) {
     for (int i = 0; i < 2; ++i) {
       auto next = id;
       next.push_back(i);
-      coproc::process p(test_recursion_node, std::ref(wconn), next);
+      coproc::process p(test_recursion_node, coproc_test::dup_connection(wconn), next);
       p.start();
       const int code = p.join();
-      if (code != 0) wconn.write("join failed: " + std::to_string(code) + "\n");
+      if (code != 0) send_text(wconn, "join failed: " + std::to_string(code) + "\n");
     }
   }
 }
+COPROC_TARGET(test_recursion_node);
 
 }  // namespace
 
@@ -511,8 +547,8 @@ void test_recursion_node(test_pipe& wconn, std::vector<int> id) {
 // Python only checks indirectly: grandchildren are "<child's name>:1" and ":2" (P-9), and the
 // main program's two children are consecutive numbers (P-8).
 BOOST_AUTO_TEST_CASE(test_recursion) {
-  test_pipe wconn;
-  test_recursion_node(wconn, {});
+  conn_pipe wconn;
+  test_recursion_node(wconn.writer(), {});
   std::istringstream all(wconn.read_all());
   std::vector<std::string> ids, names;
   for (std::string id, name; all >> id >> name;) {
@@ -535,8 +571,8 @@ BOOST_AUTO_TEST_CASE(test_recursion) {
 // test_sentinel (P-38, P-39, P-40): misuse before start ("process not started"); an fd after
 // start; not ready while the child blocks; ready within 1 s after join.
 BOOST_AUTO_TEST_CASE(test_sentinel) {
-  test_pipe event;
-  coproc::process p([&] { wait_for_release(event); });
+  conn_pipe event;
+  coproc::process p(released, event.reader());
   expect_misuse([&] { (void)p.sentinel(); }, "process not started");
   p.start();
   reap_on_scope_exit guard{p};
@@ -554,13 +590,12 @@ BOOST_AUTO_TEST_CASE(test_sentinel) {
 // is closed"); a second close() is fine. Python's "the object is collectable" becomes: close()
 // released the sentinel, and after destroying the object no descriptor is left behind.
 BOOST_AUTO_TEST_CASE(test_close) {
+  coproc_test::warm_up_start_method();  // a forkserver's own descriptors are not a leak
   const int fds_before = coproc_test::fd_count();
   {
-    test_pipe q;
-    auto p = std::make_unique<coproc::process>([&] {
-      wait_for_release(q);  // Python: q.get()
-      coproc::exit(0);      // Python: sys.exit(rc)
-    });
+    conn_pipe q;
+    // Python: q.get(), then sys.exit(rc)
+    auto p = std::make_unique<coproc::process>(coproc_test::targets::released_exit, q.reader(), 0);
     p->daemon(true);
     p->start();
     reap_on_scope_exit guard{*p};
@@ -585,6 +620,11 @@ BOOST_AUTO_TEST_CASE(test_close) {
   BOOST_TEST(coproc_test::fd_count() == fds_before);
 }
 
+namespace {
+void sleep_10ms() { std::this_thread::sleep_for(10ms); }
+COPROC_TARGET(sleep_10ms);
+}  // namespace
+
 // test_many_processes (P-21, P-34, P-42): 100 children sleeping 10 ms all exit 0; 100 sleepers
 // terminated right after start all give -SIGTERM. Changed: no 1 ms pause between the starts and
 // the terminate() calls (Python's "let the children start"): a SIGTERM that arrives while the
@@ -595,7 +635,7 @@ BOOST_AUTO_TEST_CASE(test_many_processes) {
     std::vector<coproc::process> procs;
     procs.reserve(N);
     for (int i = 0; i < N; ++i)
-      procs.emplace_back([] { std::this_thread::sleep_for(10ms); });
+      procs.emplace_back(sleep_10ms);
     for (auto& p : procs)
       p.start();
     for (auto& p : procs)
@@ -607,10 +647,7 @@ BOOST_AUTO_TEST_CASE(test_many_processes) {
     std::vector<coproc::process> procs;
     procs.reserve(N);
     for (int i = 0; i < N; ++i)
-      procs.emplace_back([] {
-        for (;;)
-          ::pause();  // Python: _sleep_some
-      });
+      procs.emplace_back(coproc_test::targets::pause_forever);  // Python: _sleep_some
     for (auto& p : procs)
       p.start();
     for (auto& p : procs)
@@ -627,12 +664,15 @@ BOOST_AUTO_TEST_CASE(test_many_processes) {
 // the target or its arguments. Python drops its last reference (`del c`) before start and checks
 // the weakref is dead after join; here a shared_ptr is captured by the target and passed as its
 // argument: before start the process object keeps it alive, right after start() nothing does.
-// The child still got both copies and used them.
+// The child still got both copies and used them. Fork only: the reference held is a closure's
+// captured shared_ptr (and the same pointer as an argument), which only a copy of the parent's
+// memory has; a registered target with typed arguments has no such state to lose.
 BOOST_AUTO_TEST_CASE(test_lose_target_ref) {
-  test_pipe q;
+  coproc_test::test_pipe q;
   auto c = std::make_shared<int>(5);  // Python: DummyCallable()
   std::weak_ptr<int> wr = c;
   coproc::process p(
+      {.method = coproc::start_method::fork},
       [c, &q](const std::shared_ptr<int>& arg) {
         q.write(std::to_string(*c) + " " + std::to_string(arg == c) + "\n");
       },
@@ -646,20 +686,55 @@ BOOST_AUTO_TEST_CASE(test_lose_target_ref) {
   BOOST_TEST(q.read_all() == "5 1\n");
 }
 
+namespace {
+void report_five(coproc::connection q) { send_text(q, "5\n"); }
+COPROC_TARGET(report_five);
+
+void report_fd_count_then_wait(coproc::connection q, coproc::connection evt) {
+  send_text(q, std::to_string(coproc_test::fd_count()) + "\n");
+  wait_for_release(evt);
+}
+COPROC_TARGET(report_fd_count_then_wait);
+
+// test_wait_for_threads' child: a joined thread sets the event after 500 ms; a detached one
+// would clear it after 20 s.
+void threads_then_end(coproc::connection evt, bool use_exit) {
+  std::jthread func1([&] {
+    std::this_thread::sleep_for(500ms);
+    send_text(evt, "set\n");
+  });
+  std::thread([fd = evt.fileno()] {
+    std::this_thread::sleep_for(20s);
+    coproc_test::write_all(fd, "clear\n", 6);
+  }).detach();
+  if (use_exit) coproc::exit(3);
+}
+COPROC_TARGET(threads_then_end);
+}  // namespace
+
+// test_lose_target_ref under the method under test: a registered target's arguments are not
+// held by the parent after start() either. The argument is the only other write end of a pipe,
+// so the parent's read ends (while the process object exists, not joined) only once the parent
+// has dropped its copy and the child has ended.
+BOOST_AUTO_TEST_CASE(test_lose_target_ref_arguments) {
+  conn_pipe q;
+  coproc::process p(report_five, q.writer());
+  p.start();
+  BOOST_TEST(q.read_all() == "5\n");
+  BOOST_TEST(p.join() == 0);
+}
+
 // test_child_fd_inflation (P-50, K-3): Python skips it for fork ("inherits all fds from the
 // parent by design"). coproc does better and closes its own descriptors of the other children
 // in each forked child, so the port applies: 5 children running at once all see the same
 // number of open descriptors, though each was forked while the parent held more.
 BOOST_AUTO_TEST_CASE(test_child_fd_inflation) {
   constexpr int N = 5;
-  test_pipe q, evt;
+  conn_pipe q, evt;
   std::vector<coproc::process> procs;
   procs.reserve(N);
   for (int i = 0; i < N; ++i)
-    procs.emplace_back([&] {
-      q.write(std::to_string(coproc_test::fd_count()) + "\n");
-      wait_for_release(evt);
-    });
+    procs.emplace_back(report_fd_count_then_wait, q.writer(), evt.reader());
   for (auto& p : procs)
     p.start();
   std::vector<std::string> fd_counts;
@@ -679,18 +754,8 @@ BOOST_AUTO_TEST_CASE(test_child_fd_inflation) {
 // the detached one would "clear the event" 20 s later and must never get to.
 BOOST_AUTO_TEST_CASE(test_wait_for_threads) {
   for (const bool use_exit : {false, true}) {
-    test_pipe evt;
-    coproc::process proc([&] {
-      std::jthread func1([&] {
-        std::this_thread::sleep_for(500ms);
-        evt.write("set\n");
-      });
-      std::thread([&] {
-        std::this_thread::sleep_for(20s);
-        evt.write("clear\n");
-      }).detach();
-      if (use_exit) coproc::exit(3);
-    });
+    conn_pipe evt;
+    coproc::process proc(threads_then_end, evt.writer(), use_exit);
     proc.start();
     reap_on_scope_exit guard{proc};
     BOOST_TEST(proc.join(15s) == (use_exit ? 3 : 0), "coproc::exit: " << use_exit);
@@ -727,6 +792,15 @@ void break_std_stream(const std::string& which, const std::string& action) {
   }
 }
 
+void set_event(coproc::connection evt) { send_text(evt, "set\n"); }
+COPROC_TARGET(set_event);
+
+void break_stream_then_set_event(coproc::connection evt, std::string stream, std::string action) {
+  break_std_stream(stream, action);
+  send_text(evt, "set\n");
+}
+COPROC_TARGET(break_stream_then_set_event);
+
 }  // namespace
 
 // test_error_on_stdio_flush_1 [PYRT] (§1.19 step 10, P-18): broken standard streams in the
@@ -736,9 +810,13 @@ void break_std_stream(const std::string& which, const std::string& action) {
 // intact; the scenario's exit code is what it saw (0 = child ran and exited 0).
 COPROC_TEST_SCENARIO(stdio_broken_in_parent) {
   if (argc != 2) return 90;
+  // The pipe and the child's end first: made after a "close", a socket would take the closed
+  // descriptor, and the pending output would then be flushed into it instead of failing
+  // (EBADF) as intended.
+  conn_pipe evt;
+  coproc::connection child_end = evt.writer();
   break_std_stream(argv[0], argv[1]);
-  test_pipe evt;
-  coproc::process proc([&] { evt.write("set\n"); });
+  coproc::process proc(set_event, std::move(child_end));
   proc.start();
   const bool set = evt.read_all() == "set\n";
   const int code = proc.join();
@@ -759,11 +837,8 @@ BOOST_AUTO_TEST_CASE(test_error_on_stdio_flush_1) {
 BOOST_AUTO_TEST_CASE(test_error_on_stdio_flush_2) {
   for (std::string stream : {"stdout", "stderr"})
     for (std::string action : {"close", "throw", "remove"}) {
-      test_pipe evt;
-      coproc::process proc([&] {
-        break_std_stream(stream, action);
-        evt.write("set\n");
-      });
+      conn_pipe evt;
+      coproc::process proc(break_stream_then_set_event, evt.writer(), stream, action);
       proc.start();
       reap_on_scope_exit guard{proc};
       BOOST_TEST(evt.read_all() == "set\n", stream << " " << action);
@@ -780,9 +855,11 @@ namespace {
 // CPython's _UpperCaser: a run() override that upper-cases what it receives over a duplex
 // connection until it receives None. Changed: the connection is a socketpair carrying lines;
 // "s<text>" is a string and "n" is None.
+// Fork only: a subclass's run() override exists only in a copy of the parent (a spawned child
+// runs a registered function, not this object's virtual run()).
 class upper_caser : public coproc::process {
  public:
-  upper_caser() {
+  upper_caser() : coproc::process(coproc::process_options{.method = coproc::start_method::fork}) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
       throw std::system_error(errno, std::generic_category(), "socketpair");
@@ -849,16 +926,39 @@ BOOST_AUTO_TEST_CASE(test_subclassing) {
 // the file and C stderr is made fully buffered, so nothing written through stderr (the child's
 // own output or coproc's report) reaches the file unless the child flushes before _exit. The
 // traceback becomes "Process <name>:", the exception's type and what().
+namespace {
+void buffered_stderr_then_throw(std::string path) {
+  redirect_stderr_to(path);
+  static char buf[BUFSIZ];
+  std::setvbuf(stderr, buf, _IOFBF, sizeof buf);
+  std::fputs("child wrote this # MARKER 1\n", stderr);
+  std::cerr << "and this # MARKER 2\n";
+  throw std::domain_error("1/0 # MARKER");  // Python: ZeroDivisionError
+}
+COPROC_TARGET(buffered_stderr_then_throw);
+
+// test_sys_exit's bodies, by number (the cases' order).
+void sys_exit_case(std::string path, int which) {
+  redirect_stderr_to(path);
+  switch (which) {
+    case 0: coproc::exit(true);
+    case 1: coproc::exit(false);
+    case 2: coproc::exit(8);
+    case 3: return;
+    case 4: coproc::exit(0);
+    case 5: coproc::exit(255);
+    case 6: coproc::exit(-1);
+    case 7: coproc::exit(256);
+    case 8: coproc::exit(300);
+  }
+  coproc::exit(99);
+}
+COPROC_TARGET(sys_exit_case);
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(test_stderr_flush) {
   temp_file testfn;
-  coproc::process proc({.name = "Flusher"}, [&] {
-    testfn.redirect_stderr_here();
-    static char buf[BUFSIZ];
-    std::setvbuf(stderr, buf, _IOFBF, sizeof buf);
-    std::fputs("child wrote this # MARKER 1\n", stderr);
-    std::cerr << "and this # MARKER 2\n";
-    throw std::domain_error("1/0 # MARKER");  // Python: ZeroDivisionError
-  });
+  coproc::process proc({.name = "Flusher"}, buffered_stderr_then_throw, testfn.path().string());
   proc.start();
   BOOST_TEST(proc.join(60s) == 1);
   const auto err = testfn.read();
@@ -879,26 +979,17 @@ BOOST_AUTO_TEST_CASE(test_stderr_flush) {
 BOOST_AUTO_TEST_CASE(test_sys_exit) {
   struct exit_case {
     const char* what;
-    std::function<void()> body;
+    int body;  // sys_exit_case's number
     int expected;
   };
   const std::vector<exit_case> cases{
-      {"exit(true)", [] { coproc::exit(true); }, 1},
-      {"exit(false)", [] { coproc::exit(false); }, 0},
-      {"exit(8)", [] { coproc::exit(8); }, 8},
-      {"return (None)", [] {}, 0},
-      {"exit(0) (())", [] { coproc::exit(0); }, 0},
-      {"exit(255)", [] { coproc::exit(255); }, 255},
-      {"exit(-1)", [] { coproc::exit(-1); }, 255},
-      {"exit(256)", [] { coproc::exit(256); }, 0},
-      {"exit(300)", [] { coproc::exit(300); }, 44},
+      {"exit(true)", 0, 1},     {"exit(false)", 1, 0}, {"exit(8)", 2, 8},
+      {"return (None)", 3, 0},  {"exit(0) (())", 4, 0}, {"exit(255)", 5, 255},
+      {"exit(-1)", 6, 255},     {"exit(256)", 7, 0},   {"exit(300)", 8, 44},
   };
   for (const auto& c : cases) {
     temp_file testfn;
-    coproc::process p([&] {
-      testfn.redirect_stderr_here();
-      c.body();
-    });
+    coproc::process p(sys_exit_case, testfn.path().string(), c.body);
     p.daemon(true);
     p.start();
     reap_on_scope_exit guard{p};
@@ -914,6 +1005,19 @@ BOOST_AUTO_TEST_SUITE(cpython_TestPollEintr)
 
 namespace {
 volatile sig_atomic_t got_signal = 0;
+
+// test_poll_eintr's killer: once the parent says it is about to join (a byte on `joining`) and
+// its thread `tid` sleeps, sends it SIGUSR1; it holds `killer_alive` open until it ends.
+void killer_target(coproc::connection joining, coproc::connection killer_alive, int pid, int tid) {
+  (void)killer_alive;
+  // Only system calls here: the parent may run other threads (see robustness_test.cpp).
+  pollfd entered{joining.fileno(), POLLIN, 0};
+  char byte;
+  if (::poll(&entered, 1, 30'000) != 1 || ::read(joining.fileno(), &byte, 1) != 1) ::_exit(1);
+  if (!coproc_test::wait_until_asleep(pid, tid)) ::_exit(2);
+  ::syscall(SYS_tgkill, pid, tid, SIGUSR1);
+}
+COPROC_TARGET(killer_target);
 void record_signal(int) {
   got_signal = 1;
 }
@@ -935,19 +1039,11 @@ BOOST_AUTO_TEST_CASE(test_poll_eintr) {
   const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
   for (const bool timed : {false, true}) {
     got_signal = 0;
-    test_pipe killer_alive, joining;
-    coproc::process killer([&] {
-      killer_alive.close_read();
-      joining.close_write();
-      // Only system calls here: the parent may run other threads (see robustness_test.cpp).
-      pollfd entered{joining.read_fd(), POLLIN, 0};
-      char byte;
-      if (::poll(&entered, 1, 30'000) != 1 || ::read(joining.read_fd(), &byte, 1) != 1) ::_exit(1);
-      if (!coproc_test::wait_until_asleep(pid, tid)) ::_exit(2);
-      ::syscall(SYS_tgkill, pid, tid, SIGUSR1);
-    });
+    conn_pipe killer_alive, joining;
+    coproc::process killer(killer_target, joining.reader(), killer_alive.writer(),
+                           static_cast<int>(pid), static_cast<int>(tid));
     killer.start();
-    coproc::process p([&] { wait_for_release(killer_alive); });
+    coproc::process p(released, killer_alive.reader());
     p.start();
     killer_alive.close_write();  // now only the killer holds the write end
     joining.write("j");          // the next thing this thread does is join()

@@ -72,6 +72,10 @@ COPROC_TARGET(do_nothing);
 
 }  // namespace
 
+// The policy is about fork: every child here is forked, whatever the default method of the
+// binary (the spawn and forkserver test setups run this suite too).
+const coproc::process_options fork_method{.method = coproc::start_method::fork};
+
 // `--scenario fork_policy <policy> <threads> <starts>`: policy is default (not set), allow,
 // warn or refuse; threads is "alone" or "parked" (a second thread waits while the children
 // start). Prints this process's pid; exits 3 if a start was refused (its what() to stdout).
@@ -86,7 +90,7 @@ COPROC_TEST_SCENARIO(fork_policy) {
   std::printf("%d\n", static_cast<int>(::getpid()));
   std::fflush(stdout);
   for (int i = 0, n = std::atoi(argv[2]); i < n; ++i) {
-    coproc::process p([] {});
+    coproc::process p(fork_method, [] {});
     try {
       p.start();
     } catch (const std::logic_error& e) {
@@ -103,9 +107,9 @@ COPROC_TEST_SCENARIO(fork_policy) {
 COPROC_TEST_SCENARIO(fork_policy_in_child) {
   std::printf("%d\n", static_cast<int>(::getpid()));
   std::fflush(stdout);
-  coproc::process p([] {
+  coproc::process p(fork_method, [] {
     parked_thread parked;
-    coproc::process grandchild([] {});
+    coproc::process grandchild(fork_method, [] {});
     grandchild.start();
     coproc::exit(grandchild.join());
   });
@@ -187,7 +191,7 @@ BOOST_AUTO_TEST_CASE(test_a_child_warns_for_its_own_threads) {
 
 BOOST_AUTO_TEST_CASE(test_refuse_names_the_count_and_leaves_the_object_startable) {
   policy_scope scope(fork_thread_policy::refuse);
-  coproc::process p([] {});
+  coproc::process p(fork_method, [] {});
   {
     parked_thread parked;
     expect_misuse([&] { p.start(); }, "multi-threaded");
@@ -213,24 +217,24 @@ BOOST_AUTO_TEST_CASE(test_refuse_names_the_count_and_leaves_the_object_startable
 
 BOOST_AUTO_TEST_CASE(test_refuse_lets_a_single_threaded_program_fork) {
   policy_scope scope(fork_thread_policy::refuse);
-  coproc::process p([] {});
+  coproc::process p(fork_method, [] {});
   p.start();
   BOOST_TEST(p.join() == 0);
   // The parked thread has ended: the program is single-threaded again.
   { parked_thread parked; }
-  coproc::process q([] {});
+  coproc::process q(fork_method, [] {});
   q.start();
   BOOST_TEST(q.join() == 0);
 }
 
 BOOST_AUTO_TEST_CASE(test_coproc_own_io_thread_does_not_count) {
   policy_scope scope(fork_thread_policy::refuse);
-  coproc::process p([] {});
+  coproc::process p(fork_method, [] {});
   p.start();
   // A join with use_future has no executor to run on: coproc waits on its own I/O thread.
   BOOST_TEST(p.async_join(boost::asio::use_future).get() == 0);
   BOOST_TEST(kernel_thread_count() >= 2);  // the I/O thread is there, and still runs
-  coproc::process q([] {});
+  coproc::process q(fork_method, [] {});
   q.start();
   BOOST_TEST(q.join() == 0);
 }

@@ -22,8 +22,10 @@
 #include "helpers.hpp"
 
 using namespace std::chrono_literals;
+using coproc_test::conn_pipe;
 using coproc_test::test_pipe;
-using coproc_test::wait_for_release;
+using coproc_test::targets::released;
+using coproc_test::targets::released_exit;
 namespace asio = boost::asio;
 
 namespace {
@@ -53,8 +55,9 @@ BOOST_AUTO_TEST_CASE(test_wait_timeout_waits_at_least_the_timeout) {
 }
 
 BOOST_AUTO_TEST_CASE(test_wait_integer_mixes_sentinels_and_descriptors) {
-  test_pipe a, b, release;
-  coproc::process p([&] { wait_for_release(release); });
+  test_pipe a, b;
+  conn_pipe release;
+  coproc::process p(released, release.reader());
   p.start();
   BOOST_TEST(coproc::wait({a.read_fd(), &p, b.read_fd()}, 0s).empty());
   release.close_write();
@@ -73,10 +76,11 @@ BOOST_AUTO_TEST_CASE(test_wait_integer_mixes_sentinels_and_descriptors) {
 }
 
 BOOST_AUTO_TEST_CASE(first_of_several_children) {
-  test_pipe r1, r2;
-  // Each child drops its copy of the other's release pipe, or it would hold that one open.
-  coproc::process slow([&] { r2.close_write(); wait_for_release(r1); });
-  coproc::process fast([&] { r1.close_write(); wait_for_release(r2); coproc::exit(2); });
+  // Neither child inherits the other's release pipe (coproc's connections are handed only to
+  // the child whose target takes them), so each one waits for its own only.
+  conn_pipe r1, r2;
+  coproc::process slow(released, r1.reader());
+  coproc::process fast(released_exit, r2.reader(), 2);
   slow.start();
   fast.start();
   r2.close_write();
@@ -108,9 +112,9 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(wait_async)
 
 BOOST_AUTO_TEST_CASE(completes_with_the_first_child_to_end) {
-  test_pipe r1, r2;
-  coproc::process slow([&] { r2.close_write(); wait_for_release(r1); });
-  coproc::process fast([&] { r1.close_write(); wait_for_release(r2); });
+  conn_pipe r1, r2;
+  coproc::process slow(released, r1.reader());
+  coproc::process fast(released, r2.reader());
   slow.start();
   fast.start();
   // A plain callback has no executor: it completes on coproc's own I/O thread.
@@ -137,8 +141,9 @@ BOOST_AUTO_TEST_CASE(completes_with_the_first_child_to_end) {
 
 BOOST_AUTO_TEST_CASE(in_a_coroutine_with_timeout) {
   asio::io_context io;
-  test_pipe a, release;
-  coproc::process p([&] { wait_for_release(release); });
+  test_pipe a;
+  conn_pipe release;
+  coproc::process p(released, release.reader());
   p.start();
   std::vector<std::size_t> sizes;
   asio::co_spawn(

@@ -7,6 +7,90 @@ namespace coproc_test {
 
 extern std::string self_exe;
 
+coproc::connection dup_connection(const coproc::connection& c) {
+  const int fd = ::fcntl(c.fileno(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "dup");
+  return coproc::connection(fd, c.readable(), c.writable());
+}
+
+void warm_up_start_method() {
+  coproc::process p(targets::nothing);
+  p.start();
+  if (p.join() != 0) throw std::runtime_error("warm_up_start_method: the child did not exit 0");
+}
+
+conn_pipe::conn_pipe() {
+  auto [r, w] = coproc::pipe(false);
+  r_ = std::move(r);
+  w_ = std::move(w);
+}
+
+void conn_pipe::write(const std::string& s) const {
+  if (!write_all(w_.fileno(), s.data(), s.size()))
+    throw std::system_error(errno, std::generic_category(), "write");
+}
+
+std::string conn_pipe::read_all(std::chrono::seconds guard) {
+  close_write();
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + guard;
+  char buf[4096];
+  for (;;) {
+    if (!wait_readable(r_.fileno(), deadline)) throw std::runtime_error("read_all: hang guard expired");
+    auto n = ::read(r_.fileno(), buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "read");
+    if (n == 0) return out;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+std::string conn_pipe::read_line(std::chrono::seconds guard) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + guard;
+  for (;;) {
+    if (!wait_readable(r_.fileno(), deadline)) throw std::runtime_error("read_line: hang guard expired");
+    char c;
+    auto n = ::read(r_.fileno(), &c, 1);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "read");
+    if (n == 0 || c == '\n') return out;
+    out.push_back(c);
+  }
+}
+
+void send_text(coproc::connection& c, std::string_view s) {
+  if (!write_all(c.fileno(), s.data(), s.size()))
+    throw std::system_error(errno, std::generic_category(), "write");
+}
+
+void wait_for_release(coproc::connection& release) {
+  wait_readable(release.fileno(), std::chrono::seconds(30));
+}
+
+namespace targets {
+void nothing() {}
+COPROC_TARGET(nothing);
+void exit_with(int code) { coproc::exit(code); }
+COPROC_TARGET(exit_with);
+void pause_forever() {
+  for (;;) ::pause();
+}
+COPROC_TARGET(pause_forever);
+void raise_signal(int sig) {
+  ::raise(sig);
+  for (;;) ::pause();
+}
+COPROC_TARGET(raise_signal);
+void released(coproc::connection release) { wait_for_release(release); }
+COPROC_TARGET(released);
+void released_exit(coproc::connection release, int code) {
+  wait_for_release(release);
+  coproc::exit(code);
+}
+COPROC_TARGET(released_exit);
+}  // namespace targets
+
 run_result run_scenario(const std::string& name, std::vector<std::string> args, std::string input,
                         std::chrono::seconds guard) {
   // Plain posix_spawn, not coproc: the scenario's own exit behaviour is what is observed.

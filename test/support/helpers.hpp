@@ -27,6 +27,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -207,6 +208,78 @@ inline void wait_for_release(test_pipe& release) {
   release.close_write();
   wait_readable(release.read_fd(), std::chrono::seconds(30));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Start methods. COPROC_TEST_START_METHOD=fork|spawn|forkserver (the `spawn`, `forkserver`,
+// `spawn_nopidfd` and `forkserver_nopidfd` test setups) makes that method the default of the
+// whole binary (test_main.cpp). A test that cannot run under some method says so and skips
+// (BOOST_TEST_MESSAGE), or starts its children with `.method = coproc::start_method::fork`
+// explicitly, with a comment why.
+
+// The default start method of this test binary (what test_main set).
+coproc::start_method method_under_test();
+// What coproc::get_start_method() returned before test_main set the method under test.
+coproc::start_method library_default_method();
+// True unless the default method is forkserver: under fork and spawn the children are this
+// process's own (it can waitpid them, they are its zombies); under forkserver they are the
+// server's.
+inline bool children_are_ours() { return method_under_test() != coproc::start_method::forkserver; }
+
+// Starts and joins one child with the method under test, so that what a method keeps for the
+// whole program (a forkserver and the connection to it) exists before a test counts this
+// process's descriptors.
+void warm_up_start_method();
+
+// Another connection on the same descriptor (a duplicate), to hand to one more child (a
+// connection cannot be copied). It belongs to coproc as the original does.
+coproc::connection dup_connection(const coproc::connection& c);
+
+// A one-way pipe whose ends are coproc connections, used as a plain byte stream (never
+// framed: coproc never reads ahead, so raw reads and writes on fileno() are safe). The child's
+// ends are handed to it as arguments of its target (writer() / reader(): a new duplicate per
+// call), so they reach it under every start method and no other child inherits them; the
+// parent's own ends stay here. The parent's side has test_pipe's interface.
+class conn_pipe {
+ public:
+  conn_pipe();
+  conn_pipe(const conn_pipe&) = delete;
+  conn_pipe& operator=(const conn_pipe&) = delete;
+
+  // For a child: a duplicate of the write end (it writes, the parent reads) or of the read end
+  // (the parent writes or closes its write end, the child waits).
+  coproc::connection writer() const { return dup_connection(w_); }
+  coproc::connection reader() const { return dup_connection(r_); }
+
+  int read_fd() const { return r_.fileno(); }
+  void close_read() { r_.close(); }
+  // Releases the children waiting on reader()s (they see the end of the stream).
+  void close_write() { w_.close(); }
+  void write(const std::string& s) const;
+  // Everything until EOF (closes the parent's write end first), with a hang guard.
+  std::string read_all(std::chrono::seconds guard = std::chrono::seconds(30));
+  // One line (without '\n'), with a hang guard.
+  std::string read_line(std::chrono::seconds guard = std::chrono::seconds(30));
+
+ private:
+  coproc::connection r_, w_;
+};
+
+// In a child: writes `s` as raw bytes to a conn_pipe's writer() (throws on failure).
+void send_text(coproc::connection& c, std::string_view s);
+// In a child: waits until the parent closes the write end of the conn_pipe whose reader() this
+// is (a hang guard ends the wait after 30 s).
+void wait_for_release(coproc::connection& release);
+
+// Targets that many tests share, registered for every start method (helpers.cpp). Their names
+// are taken in every test binary: test files register others.
+namespace targets {
+void nothing();                                            // returns: exit code 0
+void exit_with(int code);                                  // coproc::exit(code)
+void pause_forever();                                      // until a signal ends it
+void raise_signal(int sig);                                // ::raise(sig), then pause
+void released(coproc::connection release);                // wait_for_release, then return
+void released_exit(coproc::connection release, int code);  // wait_for_release, then exit(code)
+}  // namespace targets
 
 // Checks that `f` throws std::logic_error whose what() contains `words` (Python's wording for a
 // misuse).
