@@ -102,26 +102,44 @@ std::optional<exit_status> watched_only::collect() {
   return std::nullopt;
 }
 
+// One report from the server: a status (returned), an acknowledged signal (*delivered), or the
+// end of the stream (server_gone_). Non-blocking unless `wait`.
+std::optional<exit_status> reported_by_server::read_report(bool wait, bool* delivered) {
+  forkserver_wire::report st;
+  const ssize_t n = retry_eintr([&] {
+    return ::recv(status_.get(), &st, sizeof st, MSG_WAITALL | (wait ? 0 : MSG_DONTWAIT));
+  });
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+  if (n != static_cast<ssize_t>(sizeof st)) {
+    server_gone_ = true;  // end of stream (or a torn record): the status went with the server
+    return std::nullopt;
+  }
+  if (st.kind == forkserver_wire::report::delivered) {
+    if (delivered) *delivered = true;
+    return std::nullopt;
+  }
+  siginfo_t info{};
+  info.si_code = st.code;
+  info.si_status = st.value;
+  rusage usage{};
+  usage.ru_utime.tv_sec = st.user_us / 1'000'000;
+  usage.ru_utime.tv_usec = st.user_us % 1'000'000;
+  usage.ru_stime.tv_sec = st.system_us / 1'000'000;
+  usage.ru_stime.tv_usec = st.system_us % 1'000'000;
+  usage.ru_maxrss = st.max_rss_kib;
+  return to_status(info, usage);
+}
+
 std::optional<exit_status> reported_by_server::collect() {
+  if (stashed_) return stashed_;
   if (!server_gone_) {
-    forkserver_wire::status st;
-    const ssize_t n =
-        retry_eintr([&] { return ::recv(status_.get(), &st, sizeof st, MSG_DONTWAIT | MSG_WAITALL); });
-    if (n == static_cast<ssize_t>(sizeof st)) {
-      siginfo_t info{};
-      info.si_code = st.code;
-      info.si_status = st.value;
-      rusage usage{};
-      usage.ru_utime.tv_sec = st.user_us / 1'000'000;
-      usage.ru_utime.tv_usec = st.user_us % 1'000'000;
-      usage.ru_stime.tv_sec = st.system_us / 1'000'000;
-      usage.ru_stime.tv_usec = st.system_us % 1'000'000;
-      usage.ru_maxrss = st.max_rss_kib;
-      return to_status(info, usage);
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
-    // End of stream (or a torn record): the server is gone, and the status with it.
-    server_gone_ = true;
+    if (auto s = read_report(false, nullptr)) return s;
+    // Ended (its pidfd says so) but not reported yet: the server's report follows at once, and
+    // a child that has ended must not read as running (join(0), is_alive()). A hang guard only.
+    if (!server_gone_ && pidfd_ >= 0 && wait_readable(pidfd_, std::chrono::steady_clock::now()) &&
+        wait_readable(status_.get(), std::chrono::steady_clock::now() + std::chrono::seconds(5)))
+      if (auto s = read_report(false, nullptr)) return s;
+    if (!server_gone_) return std::nullopt;
   }
   if (pidfd_ < 0) return lost_status();  // the status socket was the only way to tell
   if (!wait_readable(pidfd_, std::chrono::steady_clock::now())) return std::nullopt;  // runs on
@@ -148,11 +166,17 @@ bool reported_by_server::wait_for_exit() {
 }
 
 void reported_by_server::signal_by_pid(int sig) {
-  // Only the server knows whether the pid is still its unreaped child.
+  // Only the server knows whether the pid is still its unreaped child. It acknowledges once it
+  // has sent the signal, so that this returns when kill() would have; a status that comes first
+  // is kept for collect() (we hold the reap lock: nobody else reads this socket).
+  if (stashed_ || server_gone_) return;
   forkserver_wire::signal req{sig};
-  if (retry_eintr([&] { return ::send(status_.get(), &req, sizeof req, MSG_NOSIGNAL); }) < 0 &&
-      errno != EPIPE && errno != ECONNRESET)
+  if (retry_eintr([&] { return ::send(status_.get(), &req, sizeof req, MSG_NOSIGNAL); }) < 0) {
+    if (errno == EPIPE || errno == ECONNRESET) return;
     throw_errno("signal through the forkserver");
+  }
+  bool delivered = false;
+  while (!delivered && !server_gone_ && !stashed_) stashed_ = read_report(true, &delivered);
 }
 
 void watched_only::signal_by_pid(int) {

@@ -33,7 +33,12 @@ process* parent_watch() {
     else
       watch = sentinel::already_ended();
   } else {
-    watch = sentinel(sentinel::pipe{private_fd::adopt_recorded(info.alive_fd), {}});
+    // No pidfd and no alive pipe (a forkserver child whose parent could not be watched at its
+    // start): nothing can tell when the parent ends, so it reads as gone rather than forever
+    // alive.
+    watch = info.alive_fd >= 0
+                ? sentinel(sentinel::pipe{private_fd::adopt_recorded(info.alive_fd), {}})
+                : sentinel::already_ended();
   }
   const int fd = watch.fd();
   auto state = std::make_shared<child_state>(info.pid, std::move(watch), watched_only(fd), false);

@@ -21,7 +21,7 @@ namespace coproc::detail {
 
 BOOST_DESCRIBE_STRUCT(child_spec, (),
                       (target, name, identity, daemon, authkey, parent_pid, parent_name, by_pidfd,
-                       handed))
+                       handed, start_method, ignored_signals))
 
 namespace {
 
@@ -92,6 +92,7 @@ exec_request make_exec_request(const process& self, bool by_pidfd) {
   r.spec.parent_name = current_process().name();
   r.spec.by_pidfd = by_pidfd;
   r.spec.handed = static_cast<int>(r.fds.size());
+  r.spec.start_method = to_string(get_start_method());
   return r;
 }
 
@@ -160,6 +161,8 @@ void run_exec_child(child_spec spec, bytes args, std::vector<int> handed, int pa
   process_access::become(*self, kept_spec.name, kept_spec.identity, kept_spec.daemon,
                          std::move(key), static_cast<pid_t>(kept_spec.parent_pid),
                          std::move(target));
+  for (auto m : {start_method::fork, start_method::spawn, start_method::forkserver})
+    if (kept_spec.start_method == to_string(m)) set_start_method(m);
   parent_info parent{static_cast<pid_t>(kept_spec.parent_pid), kept_spec.parent_name,
                      kept_spec.by_pidfd, alive_fd, parent_pidfd};
   // Nothing recorded here is the target's; the parent's pidfd is coproc's own (recorded, so that

@@ -30,6 +30,9 @@ struct child_spec {
   std::string parent_name;
   bool by_pidfd = true;                // the sentinel's kind (the fallback hands two pipe ends)
   int handed = 0;                      // connections' descriptors handed beside the message
+  std::string start_method;            // the parent's default, for the child's own children
+  std::vector<int> ignored_signals;    // SIG_IGN at start(): a forkserver child has the
+                                       // server's actions, not the caller's
 };
 
 // The spec of `self` and the exec form of its target (exec_call::problem unset). Throws

@@ -23,14 +23,15 @@ std::string argv0;
 }  // namespace
 
 void init_program(int argc, char** argv) {
-  if (argc >= 2 && argv[1] == spawn_child_flag) spawned_child_main();
-  if (argc >= 2 && argv[1] == forkserver_flag) forkserver_main();
+  // Recorded first: a spawned child and a server's children start children of their own.
   {
     std::lock_guard lock(name_mutex);
     argv0 = argc >= 1 && argv[0] ? argv[0] : "";
   }
-  (void)rt();  // the module state exists before any thread is started
   initialised.store(true, std::memory_order_release);
+  if (argc >= 2 && argv[1] == spawn_child_flag) spawned_child_main();
+  if (argc >= 2 && argv[1] == forkserver_flag) forkserver_main();
+  (void)rt();  // the module state exists before any thread is started
 }
 
 void require_init(std::string_view method) {

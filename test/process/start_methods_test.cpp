@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <thread>
@@ -106,6 +107,11 @@ void list_descriptors(cp::connection out) {
   out.send(fds);
 }
 COPROC_TARGET(list_descriptors);
+
+// Connections by reference: the same end given to several children (std::ref). Only writes:
+// a small message is one atomic write, while readers sharing an end would split frames.
+void send_index(cp::connection& out, int i) { out.send_bytes(cp::as_bytes("m" + std::to_string(i))); }
+COPROC_TARGET(send_index);
 
 void not_registered(int) {}
 
@@ -242,6 +248,25 @@ BOOST_AUTO_TEST_CASE(terminate_kill_and_the_sentinel_work_on_a_running_child) {
       BOOST_TEST(p.join() == -SIGTERM);
       BOOST_TEST(!p.is_alive());
       BOOST_TEST(*p.exitcode() == -SIGTERM);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(connections_by_reference_reach_several_children) {
+  for (auto m : {cp::start_method::fork, cp::start_method::spawn, cp::start_method::forkserver}) {
+    BOOST_TEST_CONTEXT(method_name(m)) {
+      auto [out_r, out_w] = cp::pipe(false);
+      std::vector<cp::process> children;
+      for (int i = 0; i < 3; ++i)
+        children.emplace_back(cp::process_options{.method = m}, send_index, std::ref(out_w), i);
+      for (auto& c : children) c.start();
+      std::multiset<std::string> got;
+      for (int i = 0; i < 3; ++i) {
+        const auto b = out_r.recv_bytes();
+        got.insert(std::string(reinterpret_cast<const char*>(b.data()), b.size()));
+      }
+      for (auto& c : children) BOOST_TEST(c.join() == 0);
+      BOOST_TEST((got == std::multiset<std::string>{"m0", "m1", "m2"}));
     }
   }
 }

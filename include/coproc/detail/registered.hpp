@@ -130,14 +130,28 @@ bytes exec_arguments(const std::tuple<Args...>& args, std::vector<int>& fds) {
 template <class P>
 using wire_t = std::conditional_t<handed_type<std::decay_t<P>>, handed_connection, std::decay_t<P>>;
 
+// A parameter's value in the child, for the length of the call: a handed type is adopted and
+// owned here (so that a `connection&` parameter binds to it); anything else is the value read
+// from the array, moved into a by-value parameter.
 template <class P>
-decltype(auto) from_wire(wire_t<P>& v) {
-  using T = std::decay_t<P>;
-  if constexpr (handed_type<T>)
-    return coproc_adopt(std::type_identity<T>{}, v);
-  else
+struct arg_holder {
+  wire_t<P>& v;
+  explicit arg_holder(wire_t<P>& w) : v(w) {}
+  decltype(auto) get() {
+    using T = std::decay_t<P>;
     return static_cast<std::conditional_t<std::is_lvalue_reference_v<P>, T&, T&&>>(v);
-}
+  }
+};
+template <class P>
+  requires handed_type<std::decay_t<P>>
+struct arg_holder<P> {
+  std::decay_t<P> v;
+  explicit arg_holder(handed_connection& h) : v(coproc_adopt(std::type_identity<std::decay_t<P>>{}, h)) {}
+  decltype(auto) get() {
+    using T = std::decay_t<P>;
+    return static_cast<std::conditional_t<std::is_lvalue_reference_v<P>, T&, T&&>>(v);
+  }
+};
 
 template <class F>
 struct function_parameters;
@@ -147,7 +161,8 @@ struct function_parameters<R(P...)> {
   static constexpr bool result_sendable = std::is_void_v<R> || sendable_arg_v<R>;
   template <class Wire, std::size_t... I>
   static R call(R (*fn)(P...), Wire& w, std::index_sequence<I...>) {
-    return fn(from_wire<P>(std::get<I>(w))...);
+    [[maybe_unused]] std::tuple<arg_holder<P>...> held(arg_holder<P>(std::get<I>(w))...);
+    return fn(std::get<I>(held).get()...);
   }
   static void invoke(const void* address, std::span<const std::byte> args) {
     auto w = from_message<wire>(args);

@@ -20,6 +20,7 @@
 #include "core/per_process.hpp"
 #include "core/syscalls.hpp"
 #include "process_access.hpp"
+#include "runtime/std_streams.hpp"
 #include "start/child_spec.hpp"
 #include "start/exec_child.hpp"
 #include "start/forkserver/wire.hpp"
@@ -112,11 +113,19 @@ class forkserver_method final : public launcher {
 
 std::shared_ptr<child_state> forkserver_method::launch(process& self) {
   const bool by_pidfd = pidfd_sentinels();
-  const exec_request request = make_exec_request(self, by_pidfd);
+  exec_request request = make_exec_request(self, by_pidfd);
+  // The server's signal actions are its own: the child is told which ones the caller ignores.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction act {};
+    if (sig != SIGKILL && sig != SIGSTOP && ::sigaction(sig, nullptr, &act) == 0 &&
+        !(act.sa_flags & SA_SIGINFO) && act.sa_handler == SIG_IGN)
+      request.spec.ignored_signals.push_back(sig);
+  }
   if (request.fds.size() > wire::max_handed)
     throw std::invalid_argument("a forkserver child can be handed at most " +
                                 std::to_string(wire::max_handed) + " connections");
   const bytes message = encode(request.spec, request.args);
+  flush_std_streams();  // Python's start() flushes for every method: output before it comes first
 
   // One socket per child: the message goes out on it, the pid (and pidfd) and later the status
   // come back on it, and it is where the status is waited for.
@@ -124,6 +133,10 @@ std::shared_ptr<child_state> forkserver_method::launch(process& self) {
   req.message_size = static_cast<std::uint32_t>(message.size());
   req.handed = static_cast<std::uint32_t>(request.fds.size());
   req.send_pidfd = by_pidfd ? 1 : 0;
+  req.has_alive = by_pidfd ? 0 : 1;
+  // Without pidfds the child learns that we are gone from a pipe whose write end we keep.
+  private_pipe alive;
+  if (!by_pidfd) alive = make_private_pipe();
   client& server = this_client();
   private_fd status;
   wire::reply rep;
@@ -134,6 +147,7 @@ std::shared_ptr<child_state> forkserver_method::launch(process& self) {
   for (int attempt = 0;; ++attempt) {
     auto [ours, theirs] = make_private_socket_pair(SOCK_STREAM);
     std::vector<int> fds = {theirs.get()};
+    if (alive.read_end) fds.push_back(alive.read_end.get());
     fds.insert(fds.end(), request.fds.begin(), request.fds.end());
     const unsigned gen = server.send(req, fds);
     theirs.reset();
@@ -153,6 +167,7 @@ std::shared_ptr<child_state> forkserver_method::launch(process& self) {
                               "the forkserver ended before it started the child");
   }
   if (rep.pid <= 0) throw_errno(rep.error ? rep.error : EPROTO, "fork (in the forkserver)");
+  alive.read_end.reset();
 
   const pid_t pid = rep.pid;
   const bool daemon = process_access::daemon(self);
@@ -166,7 +181,7 @@ std::shared_ptr<child_state> forkserver_method::launch(process& self) {
   // written the status, or has died).
   private_fd dup = private_fd::create([&] { return ::fcntl(status.get(), F_DUPFD_CLOEXEC, 0); });
   if (!dup) throw_errno("duplicate the status socket");
-  return std::make_shared<child_state>(pid, sentinel(sentinel::pipe{std::move(dup), {}}),
+  return std::make_shared<child_state>(pid, sentinel(sentinel::pipe{std::move(dup), std::move(alive.write_end)}),
                                        reported_by_server(pid, -1, std::move(status)), daemon);
 }
 

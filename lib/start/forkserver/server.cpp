@@ -42,7 +42,7 @@ class server {
   void on_request();
   void on_sigchld();
   void on_status_socket(int fd);
-  [[noreturn]] void become_child(int status_fd, std::vector<int>& handed, child_spec& spec, bytes& args);
+  [[noreturn]] void become_child(int alive_fd, std::vector<int>& handed, child_spec& spec, bytes& args);
   void forget(int fd);
 
   int epoll_ = -1;
@@ -108,12 +108,17 @@ void server::on_request() {
   }
   if (count == 0) return;  // nothing to answer on
   const int status_fd = fds[0];
-  std::vector<int> handed(fds + 1, fds + count);
+  const std::size_t first_handed = req.has_alive && count > 1 ? 2 : 1;
+  const int alive_fd = first_handed == 2 ? fds[1] : -1;
+  std::vector<int> handed(fds + first_handed, fds + count);
   auto close_all = [&] {
     ::close(status_fd);
+    if (alive_fd >= 0) ::close(alive_fd);
     for (int h : handed) ::close(h);
   };
-  if (static_cast<std::size_t>(got) != sizeof req || handed.size() != req.handed) return close_all();
+  if (static_cast<std::size_t>(got) != sizeof req || handed.size() != req.handed ||
+      (req.has_alive && alive_fd < 0))
+    return close_all();
 
   // The client sends the message right after the request, and waits for our reply.
   bytes message(req.message_size);
@@ -130,8 +135,9 @@ void server::on_request() {
   }
 
   const pid_t pid = ::fork();
-  if (pid == 0) become_child(status_fd, handed, spec, args);
+  if (pid == 0) become_child(alive_fd, handed, spec, args);
   for (int h : handed) ::close(h);
+  if (alive_fd >= 0) ::close(alive_fd);
   if (pid < 0) {
     rep.error = errno;
     (void)wire::send_with_fds(status_fd, &rep, sizeof rep, {});
@@ -154,11 +160,12 @@ void server::on_request() {
   ::epoll_ctl(epoll_, EPOLL_CTL_ADD, status_fd, &ev);
 }
 
-void server::become_child(int status_fd, std::vector<int>& handed, child_spec& spec, bytes& args) {
-  // Nothing of the server's belongs to the child but the handed descriptors: close the rest
-  // above 2 (the control socket, the signalfd, the epoll, every other child's status socket).
-  (void)status_fd;
+void server::become_child(int alive_fd, std::vector<int>& handed, child_spec& spec, bytes& args) {
+  // Nothing of the server's belongs to the child but the handed descriptors (and the alive
+  // pipe): close the rest above 2 (the control socket, the signalfd, the epoll, every status
+  // socket, this child's included).
   std::vector<int> keep = handed;
+  if (alive_fd >= 0) keep.push_back(alive_fd);
   std::sort(keep.begin(), keep.end());
   unsigned lo = 3;
   for (int k : keep) {
@@ -166,11 +173,25 @@ void server::become_child(int status_fd, std::vector<int>& handed, child_spec& s
     lo = static_cast<unsigned>(k) + 1;
   }
   ::close_range(lo, ~0U, 0);
+  // Signal actions as the caller had them at start(): what it ignored stays ignored (as fork
+  // and exec keep it), everything else has its default; the server's own are not the caller's.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    const bool ignore =
+        std::find(spec.ignored_signals.begin(), spec.ignored_signals.end(), sig) != spec.ignored_signals.end();
+    struct sigaction act {};
+    act.sa_handler = ignore ? SIG_IGN : SIG_DFL;
+    ::sigaction(sig, &act, nullptr);
+  }
   // The parent of this child, as the program sees it, is the client: watch it by a pidfd
-  // opened now, while the client waits for our reply and so is certainly alive.
-  const int parent_pidfd = sys_pidfd_open(static_cast<pid_t>(spec.parent_pid));
-  spec.by_pidfd = true;
-  run_exec_child(std::move(spec), std::move(args), std::move(handed), parent_pidfd, -1, -1);
+  // opened now, while the client waits for our reply and so is certainly alive (or, without
+  // pidfds, by the alive pipe the client handed).
+  int parent_pidfd = -1;
+  if (spec.by_pidfd) {
+    parent_pidfd = sys_pidfd_open(static_cast<pid_t>(spec.parent_pid));
+    if (parent_pidfd < 0) spec.by_pidfd = false;  // then the parent reads as ended: no watch
+  }
+  run_exec_child(std::move(spec), std::move(args), std::move(handed), parent_pidfd, -1, alive_fd);
 }
 
 void server::on_sigchld() {
@@ -184,7 +205,7 @@ void server::on_sigchld() {
     auto it = children_.find(si.si_pid);
     if (it == children_.end()) continue;
     if (it->second.status_fd >= 0) {
-      wire::status st;
+      wire::report st;
       st.code = si.si_code;
       st.value = si.si_status;
       st.user_us = usage.ru_utime.tv_sec * 1'000'000L + usage.ru_utime.tv_usec;
@@ -208,7 +229,11 @@ void server::on_status_socket(int fd) {
   if (owner == by_socket_.end()) return forget(fd);
   if (n == static_cast<ssize_t>(sizeof req)) {
     // Not reaped yet (reaping happens only in on_sigchld, on this thread): the pid is the child's.
+    // The client waits for the word that it is sent, as kill() returns once it is.
     ::kill(owner->second, req.sig);
+    wire::report done;
+    done.kind = wire::report::delivered;
+    (void)::send(fd, &done, sizeof done, MSG_NOSIGNAL);
     return;
   }
   // The client closed its end (its process object is gone): the child runs on, unreported.

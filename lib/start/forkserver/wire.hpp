@@ -6,7 +6,8 @@
 //   status socket (SOCK_STREAM, one per child, made by the client for each start):
 //     client -> server  the child's start message (start/child_spec.hpp), request.message_size
 //     server -> client  reply, with SCM_RIGHTS [the child's pidfd] when asked for
-//     server -> client  status, when the server has reaped the child; then the server closes
+//     server -> client  report{delivered}, for each signal below, once it is sent
+//     server -> client  report{status}, when the server has reaped the child; then it closes
 //     client -> server  signal, any number of times (the client has no pidfd to signal with)
 #pragma once
 
@@ -21,6 +22,8 @@ struct request {
   std::uint32_t message_size = 0;
   std::uint32_t handed = 0;     // descriptors after the status socket
   std::uint8_t send_pidfd = 1;  // 0: the client waits on the status socket (no pidfds)
+  std::uint8_t has_alive = 0;   // 1: after the status socket, the read end of a pipe whose end
+                                // of file tells the child that its parent is gone (no pidfds)
 };
 
 struct reply {
@@ -28,7 +31,9 @@ struct reply {
   std::int32_t error = 0;
 };
 
-struct status {
+struct report {
+  enum kind_t : std::int32_t { status = 1, delivered = 2 };
+  std::int32_t kind = status;
   std::int32_t code = 0, value = 0;  // waitid's si_code and si_status
   std::int64_t user_us = 0, system_us = 0, max_rss_kib = 0;
 };
