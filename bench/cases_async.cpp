@@ -15,6 +15,7 @@
 #include <exception>
 #include <string>
 #include <system_error>
+#include <functional>
 #include <vector>
 
 #include <coproc/coproc.hpp>
@@ -143,12 +144,25 @@ asio::awaitable<void> start_and_await(coproc::process& p, long& exited_ok) {
   if (code == 0) ++exited_ok;
 }
 
-case_result coproc_fanout(const case_env& env) {
+// A forkserver child waits for the go on a connection handed to it (its raw descriptors are
+// not inherited): end of stream is the go.
+void wait_for_go_connection(coproc::connection& go) {
+  try {
+    (void)go.recv_bytes();
+  } catch (const std::exception&) {
+  }
+}
+COPROC_TARGET(wait_for_go_connection);
+
+case_result coproc_fanout_with(const case_env& env, coproc::start_method method) {
+  const bool forkserver = method == coproc::start_method::forkserver;
   const auto n = static_cast<std::size_t>(env.param);
-  const std::size_t limit = room_for_children(n, 2);
+  // fork: a pidfd per child; forkserver: a pidfd and a status socket (and the server's copy).
+  const std::size_t limit = room_for_children(n, forkserver ? 3 : 2);
   case_result r;
   for (int rep = 0; rep < env.warmup + env.iterations; ++rep) {
     go_pipe go;
+    auto [go_r, go_w] = coproc::pipe(false);
     asio::io_context ctx(1);
     // The raw loop makes its epoll set before the clock starts; an io_context makes its reactor
     // (epoll, eventfd, timerfd) on first use. Make it here too, so both start equal.
@@ -159,7 +173,11 @@ case_result coproc_fanout(const case_env& env) {
     fanout_meter meter;
     procs.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-      procs.emplace_back(wait_for_go, go.r, go.w);
+      if (forkserver)
+        procs.emplace_back(coproc::process_options{.method = method}, wait_for_go_connection,
+                           std::ref(go_r));
+      else
+        procs.emplace_back(coproc::process_options{.method = method}, wait_for_go, go.r, go.w);
       asio::co_spawn(ctx, start_and_await(procs.back(), ok), [&](std::exception_ptr e) {
         if (e && !failure) failure = e;
       });
@@ -167,6 +185,7 @@ case_result coproc_fanout(const case_env& env) {
     ctx.poll();  // every coroutine starts its child and suspends in async_join
     meter.started();
     go.release();
+    go_w.close();
     meter.draining();
     const std::size_t handlers = ctx.run();
     meter.drained();
@@ -185,6 +204,13 @@ case_result coproc_fanout(const case_env& env) {
                  "heap_bytes_per_child_incl_coroutine");
   }
   return r;
+}
+
+case_result coproc_fanout(const case_env& env) {
+  return coproc_fanout_with(env, coproc::start_method::fork);
+}
+case_result coproc_forkserver_fanout(const case_env& env) {
+  return coproc_fanout_with(env, coproc::start_method::forkserver);
 }
 
 // The anchor: fork + pidfd_open + one epoll set, reaped with waitid(P_PIDFD).
@@ -514,6 +540,8 @@ void add_async_groups(std::vector<group>& out, const options& opt) {
     g.variants = {
         {"coproc start + co_await async_join", role::subject, coproc_fanout, f.warmup, f.reps,
          f.deadline},
+        {"coproc forkserver start + co_await async_join", role::subject,
+         coproc_forkserver_fanout, f.warmup, f.reps, f.deadline},
         {"raw fork+pidfd_open+epoll loop", role::anchor, raw_fanout, f.warmup, f.reps,
          f.deadline},
     };
