@@ -29,8 +29,11 @@ bool child_state::try_reap() {
 bool child_state::wait(std::optional<std::chrono::steady_clock::time_point> deadline) {
   using namespace std::chrono;
   if (ended()) return true;
-  if (!deadline && std::visit([](auto& src) { return src.wait_for_exit(); }, source_))
-    return try_reap();
+  // A source may wake for something that is not the end (a forkserver's acknowledgement of a
+  // signal, read a moment later by the thread that sent the signal): wait again until it is.
+  if (!deadline)
+    while (std::visit([](auto& src) { return src.wait_for_exit(); }, source_))
+      if (try_reap()) return true;
   auto backoff = microseconds(50);
   for (;;) {
     // Poll first: a process that is still running costs one ppoll and one collect, not an
