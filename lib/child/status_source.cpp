@@ -131,6 +131,14 @@ std::optional<exit_status> reported_by_server::read_report(bool wait, bool* deli
 }
 
 std::optional<exit_status> reported_by_server::collect() {
+  auto s = collect_once();
+  // Ended: the socket stays readable from now on (without pidfds it is the sentinel, which
+  // Python keeps ready after the reap), whenever the server gets round to closing its end.
+  if (s) ::shutdown(status_.get(), SHUT_RD);
+  return s;
+}
+
+std::optional<exit_status> reported_by_server::collect_once() {
   if (stashed_) return stashed_;
   if (!server_gone_) {
     if (auto s = read_report(false, nullptr)) return s;

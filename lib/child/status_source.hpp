@@ -100,11 +100,11 @@ class reported_by_server {
  private:
   pid_t pid_;
   int pidfd_;  // owned by the sentinel; -1 when the sentinel is `status` itself
-  // A status that arrived while signal_by_pid() waited for its acknowledgement.
+  std::optional<exit_status> collect_once();
   std::optional<exit_status> read_report(bool wait, bool* delivered);
   private_fd status_;
   bool server_gone_ = false;
-  std::optional<exit_status> stashed_;
+  std::optional<exit_status> stashed_;  // a status that came while a signal was acknowledged
 };
 
 using status_source =
