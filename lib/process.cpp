@@ -13,6 +13,7 @@
 #include "process_access.hpp"
 #include "runtime/exit_policy.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/std_streams.hpp"
 #include "start/launcher.hpp"
 
 namespace coproc {
@@ -113,6 +114,9 @@ void process::start() {
   r.children.sweep_detached();
   detail::ensure_exit_policy();
   detail::child_registry::reservation place;  // listing the child cannot fail after the fork
+  // Python's start() flushes for every method: what was printed before comes first, and a fork
+  // child does not print it again.
+  detail::flush_std_streams();
   state_ = method.launch(*this);
   r.children.add(std::move(place), state_, this);
   target_.reset();  // the parent keeps no reference to the target (bpo-30775)

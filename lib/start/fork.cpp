@@ -7,7 +7,6 @@
 #include "core/syscalls.hpp"
 #include "process_access.hpp"
 #include "runtime/runtime.hpp"
-#include "runtime/std_streams.hpp"
 #include "start/bootstrap.hpp"
 #include "start/fork_policy.hpp"
 #include "start/launcher.hpp"
@@ -38,7 +37,6 @@ std::shared_ptr<child_state> fork_method::launch(process& self) {
   process_access::handed_descriptors(self, keep);
   const child_start start{&self, {self_pid(), parent_name, by_pidfd, pipes.alive.read_end.get()},
                           keep};
-  flush_std_streams();
 
   pid_t pid;
   {

@@ -13,7 +13,6 @@
 
 #include "core/syscalls.hpp"
 #include "process_access.hpp"
-#include "runtime/std_streams.hpp"
 #include "start/child_spec.hpp"
 #include "start/exec_child.hpp"
 #include "start/launcher.hpp"
@@ -62,7 +61,6 @@ std::shared_ptr<child_state> spawn_method::launch(process& self) {
   // Misuse first: nothing is created for a target that cannot travel.
   const exec_request request = make_exec_request(self, by_pidfd);
   const bytes message = encode(request.spec, request.args);
-  flush_std_streams();  // Python's start() flushes for every method: output before it comes first
 
   // The start message travels over a socket, not a pipe: a child that dies before reading it
   // gives us EPIPE from send(MSG_NOSIGNAL), never SIGPIPE.

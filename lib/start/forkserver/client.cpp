@@ -20,7 +20,6 @@
 #include "core/per_process.hpp"
 #include "core/syscalls.hpp"
 #include "process_access.hpp"
-#include "runtime/std_streams.hpp"
 #include "start/child_spec.hpp"
 #include "start/exec_child.hpp"
 #include "start/forkserver/wire.hpp"
@@ -125,7 +124,6 @@ std::shared_ptr<child_state> forkserver_method::launch(process& self) {
     throw std::invalid_argument("a forkserver child can be handed at most " +
                                 std::to_string(wire::max_handed) + " connections");
   const bytes message = encode(request.spec, request.args);
-  flush_std_streams();  // Python's start() flushes for every method: output before it comes first
 
   // One socket per child: the message goes out on it, the pid (and pidfd) and later the status
   // come back on it, and it is where the status is waited for.
