@@ -198,6 +198,18 @@ bool apply_state::wait(std::optional<std::chrono::steady_clock::time_point> dead
 
 bool apply_state::ready() { return wait(std::chrono::steady_clock::now()); }
 
+std::optional<exit_status> apply_state::status() const {
+  auto& s = *impl_;
+  {
+    std::lock_guard l(s.mutex);
+    if (s.known == impl::kind::pending) return std::nullopt;
+  }
+  // The outcome can be known while the child is still ending: its status is then not yet to be
+  // had without waiting, and waiting for it is what the caller asked for.
+  s.child.join();
+  return s.child.status();
+}
+
 std::span<const std::byte> apply_state::value() const {
   auto& s = *impl_;
   std::lock_guard l(s.mutex);

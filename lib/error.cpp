@@ -22,6 +22,12 @@ class coproc_category final : public boost::system::error_category {
         return "the function raised an exception in the child";
       case errc::child_died:
         return "the child process ended without a result";
+      case errc::task_timed_out:
+        return "the task ran past its deadline; its worker was killed";
+      case errc::pool_terminated:
+        return "the pool was terminated before the task ended";
+      case errc::init_failed:
+        return "the pool's initializer raised an exception";
     }
     return "unknown coproc error";
   }

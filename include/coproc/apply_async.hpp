@@ -21,6 +21,7 @@
 #include <coproc/connection.hpp>
 #include <coproc/detail/async_support.hpp>
 #include <coproc/detail/duration.hpp>
+#include <coproc/detail/result_state.hpp>
 #include <coproc/error.hpp>
 #include <coproc/process.hpp>
 
@@ -42,20 +43,20 @@ namespace detail {
 
 // The parent's side of one call: the child and the end its outcome arrives on. The outcome is
 // one message: 'v' + the result as JSON, or 'e' + the exception's type and message.
-class apply_state {
+class apply_state final : public result_state {
  public:
   apply_state(process child, connection outcome);
-  ~apply_state();
+  ~apply_state() override;
 
-  // Blocks until the outcome is known or the deadline passed; true when known.
-  bool wait(std::optional<std::chrono::steady_clock::time_point> deadline);
-  bool ready();
-  // After wait(): the result's JSON text, or throws remote_error / process_error.
-  std::span<const std::byte> value() const;
-  // Completes with the outcome: no error (value() then has the result), errc::remote_error,
-  // errc::child_died, or (timed) boost::asio::error::timed_out.
+  bool wait(std::optional<std::chrono::steady_clock::time_point> deadline) override;
+  bool ready() override;
+  // The result's JSON text, or throws remote_error / process_error.
+  std::span<const std::byte> value() const override;
+  // errc::remote_error, errc::child_died, or (timed) boost::asio::error::timed_out.
   void async_wait(boost::asio::any_io_executor io, std::optional<std::chrono::nanoseconds> timeout,
-                  boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
+                  boost::asio::any_completion_handler<void(boost::system::error_code)> handler) override;
+  // The child's exit status, once it has ended.
+  std::optional<exit_status> status() const override;
 
   struct impl;
 
@@ -95,7 +96,7 @@ bool exception_ends_child() noexcept;  // in a catch(...): coproc::exit or a for
 template <class R>
 class async_result {
  public:
-  explicit async_result(std::shared_ptr<detail::apply_state> state) : state_(std::move(state)) {}
+  explicit async_result(std::shared_ptr<detail::result_state> state) : state_(std::move(state)) {}
 
   /// Waits for the result and returns it (repeatable). The function's exception arrives as
   /// remote_error; a child that ended without a result as process_error naming its exit code.
@@ -130,6 +131,15 @@ class async_result {
     state_->wait(detail::deadline_after(detail::saturating_ns(timeout)));
   }
 
+  /// Beyond Python: what the kernel measured, once ready. For apply_async, the child's exit
+  /// status. For a pool task, the CPU time the task used in its worker and the worker's peak
+  /// RSS (exitcode 0), or, when the worker died under the task, the worker's exit status.
+  /// nullopt before ready().
+  std::optional<exit_status> status() const {
+    if (!ready()) return std::nullopt;
+    return state_->status();
+  }
+
   /// @par Completion Signature
   /// `void(boost::system::error_code, R)`: errc::remote_error or errc::child_died (get() then
   /// throws the exception with its details), errc::bad_message when the result does not
@@ -158,7 +168,7 @@ class async_result {
     using signature = std::conditional_t<std::is_void_v<R>, void(boost::system::error_code),
                                          void(boost::system::error_code, R)>;
     return boost::asio::async_initiate<Token, signature>(
-        [](auto handler, std::shared_ptr<detail::apply_state> st,
+        [](auto handler, std::shared_ptr<detail::result_state> st,
            std::optional<std::chrono::nanoseconds> t) {
           auto io = detail::io_executor_of(boost::asio::get_associated_executor(handler));
           auto* raw = st.get();
@@ -184,7 +194,7 @@ class async_result {
         token, state_, timeout);
   }
 
-  std::shared_ptr<detail::apply_state> state_;
+  std::shared_ptr<detail::result_state> state_;
 };
 
 /// Runs `f(args...)` in a new child (with get_start_method(); under spawn and forkserver `f`

@@ -8,6 +8,7 @@
 #include <coproc/error.hpp>
 #include <coproc/fork_policy.hpp>
 #include <coproc/listener.hpp>
+#include <coproc/pool.hpp>
 #include <coproc/process.hpp>
 #include <coproc/start_method.hpp>
 #include <coproc/version.hpp>

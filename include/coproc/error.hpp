@@ -59,6 +59,9 @@ enum class errc {
   authentication_failed = 1,  ///< the handshake failed (blocking: authentication_error)
   remote_error,               ///< the child's function threw (blocking: remote_error)
   child_died,                 ///< the child ended without a result (blocking: process_error)
+  task_timed_out,   ///< a pool task ran past its deadline; its worker was killed (timeout_error)
+  pool_terminated,  ///< the pool was terminated before the task ended (process_error)
+  init_failed,      ///< the pool's initializer threw: no task can run (remote_error)
 };
 
 /// The category of coproc::errc.

@@ -36,6 +36,9 @@ struct registered_target {
   // The same, returning the result as JSON ("null" for void): apply_async in a spawned or
   // forkserver child. Null when the result type cannot be sent.
   bytes (*invoke_result)(const void* address, std::span<const std::byte> args) = nullptr;
+  // A pool's chunk: `chunk` is a JSON array of argument arrays; returns the JSON array of the
+  // results, in order. Null with invoke_result.
+  bytes (*invoke_many)(const void* address, std::span<const std::byte> chunk) = nullptr;
   registered_target* next = nullptr;
 };
 
@@ -181,6 +184,31 @@ struct function_parameters<R(P...)> {
       return {};
     }
   }
+  static bytes invoke_many(const void* address, std::span<const std::byte> chunk) {
+    auto items = from_message<std::vector<wire>>(chunk);
+    auto* fn = reinterpret_cast<R (*)(P...)>(const_cast<void*>(address));
+    bytes out;
+    out.reserve(items.size() * 4 + 2);
+    if constexpr (std::is_void_v<R>) {
+      json::writer w(out, typeid(std::vector<std::monostate>));
+      w.open('[');
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) w.raw(',');
+        call(fn, items[i], std::index_sequence_for<P...>{});
+        w.null();
+      }
+      w.close(']');
+    } else if constexpr (sendable_arg_v<R>) {
+      json::writer w(out, typeid(std::vector<R>));
+      w.open('[');
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) w.raw(',');
+        json::write(w, call(fn, items[i], std::index_sequence_for<P...>{}));
+      }
+      w.close(']');
+    }
+    return out;
+  }
 };
 template <class R, class... P>
 struct function_parameters<R(P...) noexcept> : function_parameters<R(P...)> {};
@@ -193,8 +221,10 @@ struct target_registrar {
     entry.name = name;
     entry.address = reinterpret_cast<const void*>(fn);
     entry.invoke = &function_parameters<F>::invoke;
-    if constexpr (function_parameters<F>::result_sendable)
+    if constexpr (function_parameters<F>::result_sendable) {
       entry.invoke_result = &function_parameters<F>::invoke_result;
+      entry.invoke_many = &function_parameters<F>::invoke_many;
+    }
     register_target(entry);
   }
   target_registrar(const target_registrar&) = delete;

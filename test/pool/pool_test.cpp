@@ -1,0 +1,101 @@
+// coproc::pool: Python's multiprocessing.Pool (the _TestPool cases that need no pickling) and
+// what coproc adds: a worker that dies fails only its task and is replaced, deadlines, bounded
+// imap, awaitable twins. Every case runs under each start method.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+
+namespace pool_tasks {
+int sqr(int x) { return x * x; }
+COPROC_TARGET(sqr);
+int add(int a, int b) { return a + b; }
+COPROC_TARGET(add);
+int raise_value(int x) {
+  if (x == 5) throw std::invalid_argument("five");
+  return x;
+}
+COPROC_TARGET(raise_value);
+int die_with(int sig) {
+  ::kill(::getpid(), sig);
+  return 0;
+}
+COPROC_TARGET(die_with);
+int sleep_ms(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  return ms;
+}
+COPROC_TARGET(sleep_ms);
+pid_t worker_pid() { return ::getpid(); }
+COPROC_TARGET(worker_pid);
+}  // namespace pool_tasks
+
+namespace {
+const coproc::start_method all_methods[] = {coproc::start_method::fork, coproc::start_method::spawn,
+                                            coproc::start_method::forkserver};
+}
+
+BOOST_AUTO_TEST_SUITE(pool_basics)
+
+BOOST_AUTO_TEST_CASE(apply_map_imap_under_every_method) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 2, .method = m});
+      BOOST_TEST(p.apply(pool_tasks::sqr, 5) == 25);
+      BOOST_TEST(p.apply_async(pool_tasks::add, 2, 3).get() == 5);
+      std::vector<int> in;
+      for (int i = 0; i < 100; ++i) in.push_back(i);
+      auto out = p.map(pool_tasks::sqr, in);
+      BOOST_TEST(out.size() == 100u);
+      for (int i = 0; i < 100; ++i) BOOST_TEST(out[i] == i * i);
+      std::vector<int> got;
+      for (int v : p.imap(pool_tasks::sqr, in)) got.push_back(v);
+      BOOST_TEST(got == out);
+      p.close();
+      p.join();
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_dead_worker_fails_its_task_and_is_replaced) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      const pid_t first = p.apply(pool_tasks::worker_pid);
+      try {
+        p.apply(pool_tasks::die_with, SIGKILL);
+        BOOST_FAIL("no exception");
+      } catch (const coproc::process_error& e) {
+        BOOST_TEST(std::string(e.what()).find("exit code -9") != std::string::npos, e.what());
+      }
+      const pid_t second = p.apply(pool_tasks::worker_pid);
+      BOOST_TEST(first != second);
+      BOOST_TEST(p.apply(pool_tasks::sqr, 3) == 9);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_task_past_its_deadline_fails_and_its_worker_is_replaced) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m, .task_timeout = 200ms});
+      BOOST_CHECK_THROW(p.apply(pool_tasks::sleep_ms, 100000), coproc::timeout_error);
+      auto r = p.apply_async(pool_tasks::sleep_ms, 100000);
+      BOOST_CHECK_THROW(r.get(), coproc::timeout_error);
+      BOOST_TEST(p.apply(pool_tasks::sqr, 4) == 16);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
