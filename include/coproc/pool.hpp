@@ -268,11 +268,31 @@ class pool {
 
   template <class F, class... A>
   auto apply_async(F&& f, A&&... args) -> async_result<detail::pool_result_t<F>> {
-    bytes request = request_one(f, args...);
-    std::shared_ptr<detail::pool_sink> sink;
-    auto state = detail::make_pool_result(sink);
-    core_->submit({std::move(request), std::move(sink), 0});
-    return async_result<detail::pool_result_t<F>>(std::move(state));
+    return submit_one<detail::pool_result_t<F>>(request_one(f, args...), std::nullopt);
+  }
+
+  /// Beyond Python: apply, apply_async and async_apply with this task's own deadline instead of
+  /// pool_options::task_timeout. Past it the task fails with timeout_error (task_timed_out)
+  /// and its worker is killed and replaced.
+  template <class Rep, class Period, class F, class... A>
+  auto apply_within(std::chrono::duration<Rep, Period> deadline, F&& f, A&&... args)
+      -> detail::pool_result_t<F> {
+    using R = detail::pool_result_t<F>;
+    auto outcome = core_->call(request_one(f, args...), checked_deadline(deadline));
+    if (outcome.what != detail::pool_outcome::kind::value) detail::raise(outcome);
+    if constexpr (!std::is_void_v<R>) return detail::from_message<R>(outcome.value);
+  }
+  template <class Rep, class Period, class F, class... A>
+  auto apply_async_within(std::chrono::duration<Rep, Period> deadline, F&& f, A&&... args)
+      -> async_result<detail::pool_result_t<F>> {
+    return submit_one<detail::pool_result_t<F>>(request_one(f, args...), checked_deadline(deadline));
+  }
+  template <class Rep, class Period, class F, class... A, class Token>
+  auto async_apply_within(std::chrono::duration<Rep, Period> deadline, F&& f,
+                          std::tuple<A...> args, Token&& token) {
+    auto result = std::apply(
+        [&](auto&... a) { return apply_async_within(deadline, f, a...); }, args);
+    return result.async_get(std::forward<Token>(token));
   }
 
   /// @par Completion Signature
@@ -353,6 +373,21 @@ class pool {
   std::size_t window() const { return core_->window(); }
 
  private:
+  template <class Rep, class Period>
+  static std::chrono::nanoseconds checked_deadline(std::chrono::duration<Rep, Period> d) {
+    const auto ns = detail::saturating_ns(d);
+    if (ns.count() <= 0) throw std::invalid_argument("a task's deadline must be positive");
+    return ns;
+  }
+
+  template <class R>
+  async_result<R> submit_one(bytes request, std::optional<std::chrono::nanoseconds> deadline) {
+    std::shared_ptr<detail::pool_sink> sink;
+    auto state = detail::make_pool_result(sink);
+    core_->submit({std::move(request), std::move(sink), 0, deadline});
+    return async_result<R>(std::move(state));
+  }
+
   template <class F>
   static detail::pool_function function_of(F& f) {
     static_assert(detail::pool_callable<F>,

@@ -123,6 +123,7 @@ struct pool_core::impl {
     std::uint64_t tasks = 0;
     pool_request job;  // in flight (no sink: a blocking caller's)
     std::optional<clock::time_point> deadline;
+    std::chrono::nanoseconds timeout{0};  // the deadline's length, for the error
   };
 
   // Set once by the constructor.
@@ -283,6 +284,7 @@ struct pool_core::impl {
   // Under the lock: hands queued requests to idle workers. Unlocks to send.
   void dispatch(std::unique_lock<std::mutex>& l) {
     std::vector<std::pair<slot*, std::uint64_t>> ready;
+    bool any_deadline = false;
     while (!queue.empty()) {
       slot* s = idle_slot();
       if (!s) break;
@@ -291,11 +293,17 @@ struct pool_core::impl {
       s->job = std::move(queue.front());
       queue.pop_front();
       ++s->seq;
-      if (timeout) s->deadline = clock::now() + *timeout;
+      bool timed = false;
+      if (auto t = s->job.timeout ? s->job.timeout : timeout) {
+        s->deadline = clock::now() + *t;
+        s->timeout = *t;
+        timed = true;
+      }
+      any_deadline |= timed;
       ready.emplace_back(s, s->seq);
     }
     if (ready.empty()) return;
-    if (timeout) update_timer();
+    if (any_deadline) update_timer();
     l.unlock();
     for (auto [s, seq] : ready) {
       try {
@@ -411,7 +419,7 @@ struct pool_core::impl {
       o.what = pool_outcome::kind::terminated;
     } else if (s.deadline_kill) {
       o.what = pool_outcome::kind::timed_out;
-      o.timeout = timeout.value_or(std::chrono::nanoseconds(0));
+      o.timeout = s.timeout;
     } else if (init_failure) {
       o = *broken;
     } else {
@@ -699,7 +707,7 @@ void pool_core::submit(pool_request request) {
   s.dispatch(l);
 }
 
-pool_outcome pool_core::call(bytes request) {
+pool_outcome pool_core::call(bytes request, std::optional<std::chrono::nanoseconds> timeout) {
   auto& s = *impl_;
   if (::getpid() != s.creator)
     throw std::logic_error("a pool can only be used by the process that created it");
@@ -710,7 +718,7 @@ pool_outcome pool_core::call(bytes request) {
   if (!w) {
     l.unlock();
     auto sink = std::make_shared<blocking_sink>();
-    submit({std::move(request), sink, 0});
+    submit({std::move(request), sink, 0, timeout});
     return sink->wait();
   }
   // Ours until the reply: no other thread reads this worker.
@@ -718,7 +726,11 @@ pool_outcome pool_core::call(bytes request) {
   w->claimed = true;
   ++w->seq;
   std::optional<clock::time_point> deadline;
-  if (s.timeout) deadline = clock::now() + *s.timeout;
+  if (!timeout) timeout = s.timeout;
+  if (timeout) {
+    deadline = clock::now() + *timeout;
+    w->timeout = *timeout;
+  }
   w->deadline = deadline;
   l.unlock();
   try {

@@ -94,6 +94,10 @@ BOOST_AUTO_TEST_CASE(a_task_past_its_deadline_fails_and_its_worker_is_replaced) 
       auto r = p.apply_async(pool_tasks::sleep_ms, 100000);
       BOOST_CHECK_THROW(r.get(), coproc::timeout_error);
       BOOST_TEST(p.apply(pool_tasks::sqr, 4) == 16);
+      // A task's own deadline replaces the pool's.
+      BOOST_TEST(p.apply_within(10s, pool_tasks::sleep_ms, 300) == 300);
+      BOOST_CHECK_THROW(p.apply_async_within(100ms, pool_tasks::sleep_ms, 100000).get(),
+                        coproc::timeout_error);
     }
   }
 }

@@ -71,6 +71,7 @@ struct pool_request {
   bytes message;
   std::shared_ptr<pool_sink> sink;
   std::size_t index = 0;
+  std::optional<std::chrono::nanoseconds> timeout{};  // unset: the pool's task_timeout
 };
 
 // How a task's function reaches a worker: by address under fork, by registered key otherwise.
@@ -100,7 +101,7 @@ class pool_core {
 
   // One call, waited for on this thread: when a worker is idle the request goes straight to it
   // and this thread reads the reply (no other thread wakes); otherwise it is queued.
-  pool_outcome call(bytes request);
+  pool_outcome call(bytes request, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
   // Queues (or sends at once to an idle worker); the outcome reaches the sink.
   void submit(pool_request request);
 
