@@ -51,6 +51,19 @@ std::uint64_t make_tag(tag_kind k, std::size_t slot, std::uint64_t seq) {
 
 std::atomic<std::uint64_t> worker_counter{0};
 
+// getpid() is a system call (glibc stopped caching it); every task checks it.
+std::atomic<pid_t> cached_pid{0};
+pid_t self_pid() noexcept {
+  pid_t p = cached_pid.load(std::memory_order_relaxed);
+  if (p == 0) {
+    static const int registered = ::pthread_atfork(nullptr, nullptr, [] { cached_pid.store(0); });
+    (void)registered;
+    p = ::getpid();
+    cached_pid.store(p, std::memory_order_relaxed);
+  }
+  return p;
+}
+
 const char* worker_prefix(start_method m) {
   switch (m) {
     case start_method::fork:
@@ -119,6 +132,7 @@ struct pool_core::impl {
     slot_state state = slot_state::ended;
     bool claimed = false;        // a blocking caller reads the reply
     bool deadline_kill = false;  // killed for missing its deadline
+    bool idle_armed = false;     // its sentinel is armed for `seq` and has not fired
     std::uint64_t seq = 0;
     std::uint64_t tasks = 0;
     pool_request job;  // in flight (no sink: a blocking caller's)
@@ -134,7 +148,7 @@ struct pool_core::impl {
   std::uint64_t maxtasks = 0;
   std::optional<std::chrono::nanoseconds> timeout;
   std::chrono::microseconds spin{0};
-  pid_t creator = ::getpid();
+  pid_t creator = self_pid();
   private_fd epoll, wake, timer;
   std::thread engine;
 
@@ -162,8 +176,10 @@ struct pool_core::impl {
   // Under the lock.
   void arm_idle(slot& s) {
     ctl(EPOLL_CTL_MOD, s.sentinel, EPOLLIN | EPOLLONESHOT, make_tag(tag_kind::sentinel, s.index, s.seq));
+    s.idle_armed = true;
   }
   void arm_busy(slot& s) {
+    s.idle_armed = false;
     ctl(EPOLL_CTL_MOD, s.channel.get(), EPOLLIN | EPOLLONESHOT,
         make_tag(tag_kind::channel, s.index, s.seq));
     ctl(EPOLL_CTL_MOD, s.sentinel, EPOLLIN | EPOLLONESHOT, make_tag(tag_kind::sentinel, s.index, s.seq));
@@ -267,10 +283,16 @@ struct pool_core::impl {
   // pool is closed and nothing is left, or arms its sentinel.
   void become_idle(slot& s, std::unique_lock<std::mutex>& l) {
     s.state = slot_state::idle;
-    s.claimed = false;
     s.deadline.reset();
-    ++s.seq;
-    arm_idle(s);
+    if (s.claimed && s.idle_armed) {
+      // A blocking caller's task: the sentinel's arm from before it (same seq) still stands,
+      // which saves an epoll_ctl per call.
+      s.claimed = false;
+    } else {
+      s.claimed = false;
+      ++s.seq;
+      arm_idle(s);
+    }
     if (!queue.empty()) return dispatch(l);
     if (state == pool_state::closed) ::shutdown(s.channel.get(), SHUT_WR);  // it ends
   }
@@ -525,7 +547,9 @@ struct pool_core::impl {
       std::lock_guard l(mutex);
       if (index >= slots.size()) return;
       s = slots[index].get();
-      if ((s->seq & seq_mask) != seq || s->claimed) return;  // stale
+      if ((s->seq & seq_mask) != seq) return;  // about an earlier task
+      if (kind == tag_kind::sentinel) s->idle_armed = false;  // one-shot: spent
+      if (s->claimed) return;  // its caller watches it
       was = s->state;
       if (was == slot_state::idle) {
         if (kind != tag_kind::sentinel) return;
@@ -660,7 +684,7 @@ int pool_core::size() const noexcept { return impl_->processes; }
 std::size_t pool_core::window() const noexcept { return 2 * static_cast<std::size_t>(impl_->processes); }
 
 void pool_core::check_running() const {
-  if (::getpid() != impl_->creator)
+  if (self_pid() != impl_->creator)
     throw std::logic_error("a pool can only be used by the process that created it");
   std::lock_guard l(impl_->mutex);
   if (impl_->state != impl::pool_state::running) throw std::logic_error("Pool not running");
@@ -693,7 +717,7 @@ void pool_core::begin_request(bytes& out, bool chunk, const pool_function& fn) c
 
 void pool_core::submit(pool_request request) {
   auto& s = *impl_;
-  if (::getpid() != s.creator)
+  if (self_pid() != s.creator)
     throw std::logic_error("a pool can only be used by the process that created it");
   std::unique_lock l(s.mutex);
   if (s.state != impl::pool_state::running) throw std::logic_error("Pool not running");
@@ -709,7 +733,7 @@ void pool_core::submit(pool_request request) {
 
 pool_outcome pool_core::call(bytes request, std::optional<std::chrono::nanoseconds> timeout) {
   auto& s = *impl_;
-  if (::getpid() != s.creator)
+  if (self_pid() != s.creator)
     throw std::logic_error("a pool can only be used by the process that created it");
   std::unique_lock l(s.mutex);
   if (s.state != impl::pool_state::running) throw std::logic_error("Pool not running");
@@ -723,8 +747,7 @@ pool_outcome pool_core::call(bytes request, std::optional<std::chrono::nanosecon
   }
   // Ours until the reply: no other thread reads this worker.
   w->state = impl::slot_state::busy;
-  w->claimed = true;
-  ++w->seq;
+  w->claimed = true;  // the seq stays: the idle arm of its sentinel is still good afterwards
   std::optional<clock::time_point> deadline;
   if (!timeout) timeout = s.timeout;
   if (timeout) {

@@ -62,9 +62,11 @@ void send(int fd, std::span<const std::byte> head, std::span<const std::byte> bo
 }
 
 got try_receive(int fd, bytes& out) {
-  std::uint64_t length = 0;
+  // One read takes a small frame whole (length and payload): at most one frame is ever in
+  // flight each way (a request, then its reply), so it cannot take part of the next.
+  std::byte first[4096];
   ssize_t r;
-  do r = ::recv(fd, &length, sizeof length, MSG_DONTWAIT);
+  do r = ::recv(fd, first, sizeof first, MSG_DONTWAIT);
   while (r < 0 && errno == EINTR);
   if (r == 0) return got::eof;
   if (r < 0) {
@@ -72,12 +74,18 @@ got try_receive(int fd, bytes& out) {
     if (errno == ECONNRESET || errno == EPIPE) return got::eof;
     fail("pool: reading a message");
   }
-  auto* p = reinterpret_cast<std::byte*>(&length);
-  if (static_cast<std::size_t>(r) < sizeof length &&
-      !read_all(fd, p + r, sizeof length - static_cast<std::size_t>(r)))
-    return got::eof;
+  auto have = static_cast<std::size_t>(r);
+  std::uint64_t length = 0;
+  if (have < sizeof length) {
+    if (!read_all(fd, first + have, sizeof length - have)) return got::eof;
+    have = sizeof length;
+  }
+  std::memcpy(&length, first, sizeof length);
+  const std::size_t payload = have - sizeof length;
+  if (payload > length) throw std::system_error(EPROTO, std::generic_category(), "pool: a malformed message");
   out.resize(length);
-  return read_all(fd, out.data(), length) ? got::frame : got::eof;
+  std::memcpy(out.data(), first + sizeof length, payload);
+  return read_all(fd, out.data() + payload, length - payload) ? got::frame : got::eof;
 }
 
 got receive(int fd, bytes& out, std::chrono::microseconds spin, int also,
@@ -88,6 +96,9 @@ got receive(int fd, bytes& out, std::chrono::microseconds spin, int also,
     do {
       const got g = try_receive(fd, out);
       if (g != got::nothing) return g;
+      // The kernel's sync wake-ups tend to put both ends on one CPU: a poller that does not
+      // yield would keep its peer, which holds the message, from running.
+      ::sched_yield();
     } while (clock::now() < until);
   }
   for (;;) {
