@@ -21,6 +21,11 @@ if [ -x build/examples/async_server ]; then
   build/examples/async_server --demo
 fi
 
+if [ -x build/examples/pool_tour ]; then
+  section "Python's Pool, and a pool that survives its workers (examples/pool_tour.cpp)"
+  build/examples/pool_tour
+fi
+
 if [ -x build/examples/two_languages ]; then
   section "C++ and Python over one authenticated connection (examples/two_languages.cpp, .py)"
   build/examples/two_languages
