@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -140,7 +141,10 @@ class imap_result {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::optional<R>)>(
         [this](auto handler) {
           auto ex = boost::asio::get_associated_executor(handler, boost::asio::system_executor());
-          if (pos_ < buffer_.size() || !refill()) {
+          const bool buffered = pos_ < buffer_.size();
+          if (buffered || !refill()) {
+            // The input's own exception, after the results of the chunks sent before it.
+            if (!buffered && input_error_) std::rethrow_exception(std::exchange(input_error_, nullptr));
             // Known now; never completed inside the initiating call.
             std::optional<R> item;
             if (pos_ < buffer_.size()) item.emplace(std::move(buffer_[pos_++]));
@@ -189,7 +193,17 @@ class imap_result {
     while (!exhausted_ && window_->outstanding() < core_->window()) {
       bytes request;
       core_->begin_request(request, true, fn_);
-      const std::size_t n = feed_(request);
+      std::size_t n = 0;
+      try {
+        n = feed_(request);
+      } catch (...) {
+        // The input itself threw (Python's exception_throwing_generator): the chunks already
+        // sent still come, then this exception (once), then the end.
+        input_error_ = std::current_exception();
+        exhausted_ = true;
+        feed_ = nullptr;
+        break;
+      }
       if (n == 0) {
         exhausted_ = true;
         feed_ = nullptr;  // the input (and what it holds) is released as soon as it ends
@@ -209,7 +223,10 @@ class imap_result {
   std::optional<R> next_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
     for (;;) {
       if (pos_ < buffer_.size()) return std::move(buffer_[pos_++]);
-      if (!refill()) return std::nullopt;
+      if (!refill()) {
+        if (input_error_) std::rethrow_exception(std::exchange(input_error_, nullptr));
+        return std::nullopt;
+      }
       auto o = window_->take(deadline);
       if (!o) throw timeout_error("the next result did not come in time");
       if (o->what != detail::pool_outcome::kind::value) detail::raise(*o);
@@ -223,6 +240,7 @@ class imap_result {
   std::size_t chunksize_;
   feeder feed_;
   bool exhausted_ = false;
+  std::exception_ptr input_error_;  // the input threw: raised once its sent chunks are taken
   std::size_t index_ = 0;
   std::vector<R> buffer_;
   std::size_t pos_ = 0;

@@ -160,7 +160,7 @@ struct pool_core::impl {
   std::optional<pool_outcome> broken;  // the initializer threw
   std::string start_error;
   std::optional<clock::time_point> retry_at;
-  std::vector<std::weak_ptr<join_wait>> join_waiters;
+  std::vector<std::shared_ptr<join_wait>> join_waiters;  // owned until the workers end
   bool stopping = false;
   std::once_flag stopped;
 
@@ -576,14 +576,13 @@ struct pool_core::impl {
   }
 
   void notify_join() {
-    std::vector<std::weak_ptr<join_wait>> ws;
+    std::vector<std::shared_ptr<join_wait>> ws;
     {
       std::lock_guard l(mutex);
       if (!all_ended()) return;
       ws = std::exchange(join_waiters, {});
     }
-    for (auto& w : ws)
-      if (auto op = w.lock()) op->finish();
+    for (auto& op : ws) op->finish();
   }
 
   // Under the lock.

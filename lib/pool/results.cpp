@@ -74,6 +74,10 @@ class outcome_wait final : public operation<> {
     auto l = lock();
     if (!done()) complete_later(l, ec);
   }
+  bool finished() {
+    auto l = lock();
+    return done();
+  }
 
  private:
   void on_cancel(lock_type& l, asio::cancellation_type) override {
@@ -82,24 +86,24 @@ class outcome_wait final : public operation<> {
   void on_deadline(lock_type& l) override { complete(l, asio::error::timed_out); }
 };
 
-// The pending waits of one outcome; they hold only a weak reference, so cancelled ones go.
+// The pending waits of one outcome. The list owns them (nothing else does until they
+// complete); cancelled ones are dropped when the next wait is added.
 struct waiters {
-  std::vector<std::weak_ptr<outcome_wait>> list;
+  std::vector<std::shared_ptr<outcome_wait>> list;
 
   // Under the owner's lock.
   std::shared_ptr<outcome_wait> add(const asio::any_io_executor& io,
                                     asio::any_completion_handler<void(error_code)> handler) {
     auto op = std::make_shared<outcome_wait>(reactor_for(io).executor, std::move(handler));
-    std::erase_if(list, [](const auto& w) { return w.expired(); });
+    std::erase_if(list, [](const auto& w) { return w->finished(); });
     list.push_back(op);
     return op;
   }
-  std::vector<std::weak_ptr<outcome_wait>> take() { return std::exchange(list, {}); }
+  std::vector<std::shared_ptr<outcome_wait>> take() { return std::exchange(list, {}); }
 };
 
-void finish_all(std::vector<std::weak_ptr<outcome_wait>> ws, error_code ec) {
-  for (auto& w : ws)
-    if (auto op = w.lock()) op->finish(ec);
+void finish_all(std::vector<std::shared_ptr<outcome_wait>> ws, error_code ec) {
+  for (auto& op : ws) op->finish(ec);
 }
 
 // Completes at once (through the reactor, never inside the initiating call).
@@ -112,7 +116,7 @@ void complete_now(const asio::any_io_executor& io,
 class pool_result_state final : public result_state, public pool_sink {
  public:
   void deliver(std::size_t, pool_outcome&& o) noexcept override {
-    std::vector<std::weak_ptr<outcome_wait>> ws;
+    std::vector<std::shared_ptr<outcome_wait>> ws;
     error_code ec;
     {
       std::lock_guard l(mutex_);
@@ -274,7 +278,7 @@ imap_window::imap_window(bool ordered) : impl_(std::make_shared<impl>(ordered)) 
 imap_window::~imap_window() = default;
 
 void imap_window::deliver(std::size_t index, pool_outcome&& o) noexcept {
-  std::vector<std::weak_ptr<outcome_wait>> ws;
+  std::vector<std::shared_ptr<outcome_wait>> ws;
   {
     std::lock_guard l(impl_->mutex);
     impl_->done.emplace(index, std::move(o));

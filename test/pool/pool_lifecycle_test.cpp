@@ -1,0 +1,304 @@
+// A pool's life: close() lets the queued tasks finish, join() and async_join() wait for the
+// workers, terminate() fails what is unfinished and nothing hangs, the destructor terminates;
+// misuse in Python's words; no descriptor and no zombie outlives a pool. Every start method.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <coproc/coproc.hpp>
+
+#include "helpers.hpp"
+#include "pool_support.hpp"
+
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using pool_test::all_methods;
+using pool_test::contains;
+
+namespace {
+
+template <class R>
+std::string failure_of(const coproc::async_result<R>& r) {
+  try {
+    (void)r.get(60s);
+  } catch (const coproc::timeout_error& e) {
+    return std::string("timeout_error: ") + e.what();
+  } catch (const coproc::process_error& e) {
+    return e.what();
+  }
+  return "no exception";
+}
+
+template <class R>
+boost::system::error_code async_error_of(const coproc::async_result<R>& r) {
+  std::promise<boost::system::error_code> got;
+  auto f = got.get_future();
+  r.async_get([&got](boost::system::error_code ec, auto&&...) { got.set_value(ec); });
+  if (f.wait_for(60s) != std::future_status::ready) return asio::error::would_block;
+  return f.get();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(pool_lifecycle)
+
+BOOST_AUTO_TEST_CASE(misuse_in_pythons_words) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      coproc_test::expect_misuse([&] { p.join(); }, "Pool is still running");
+      BOOST_CHECK_THROW(p.async_join([](boost::system::error_code) {}), std::logic_error);
+      try {
+        (void)p.imap(pool_tasks::sqr, std::vector<int>{1}, 0);
+        BOOST_ERROR("no invalid_argument");
+      } catch (const std::invalid_argument& e) {
+        BOOST_TEST(std::string(e.what()) == "Chunksize must be 1+, not 0");
+      }
+      BOOST_CHECK_THROW((void)p.imap_unordered(pool_tasks::sqr, std::vector<int>{1}, 0),
+                        std::invalid_argument);
+      p.close();
+      p.close();  // twice is fine
+      const std::vector<int> in{1, 2};
+      coproc_test::expect_misuse([&] { p.apply(pool_tasks::sqr, 1); }, "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.apply_async(pool_tasks::sqr, 1); }, "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.apply_within(1s, pool_tasks::sqr, 1); },
+                                 "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.map(pool_tasks::sqr, in); }, "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.map_async(pool_tasks::sqr, in); }, "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.starmap(pool_tasks::mul, std::vector<std::tuple<int, int>>{}); },
+                                 "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.imap(pool_tasks::sqr, in); }, "Pool not running");
+      coproc_test::expect_misuse([&] { (void)p.imap_unordered(pool_tasks::sqr, in); },
+                                 "Pool not running");
+      coproc_test::expect_misuse(
+          [&] { p.async_apply(pool_tasks::sqr, std::tuple{1}, [](boost::system::error_code, int) {}); },
+          "Pool not running");
+      p.join();
+      p.join();  // and again
+      p.terminate();  // after join: nothing to do
+      coproc_test::expect_misuse([&] { p.apply(pool_tasks::sqr, 1); }, "Pool not running");
+    }
+  }
+  coproc::pool t({.processes = 1});
+  t.terminate();
+  coproc_test::expect_misuse([&] { t.apply(pool_tasks::sqr, 1); }, "Pool not running");
+  t.join();
+}
+
+// close() lets every queued task finish; join() waits for them and the workers.
+BOOST_AUTO_TEST_CASE(close_lets_queued_tasks_finish) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 2, .method = m});
+      pool_test::fifo gate;
+      auto held = p.apply_async(pool_tasks::wait_fifo, gate.path(), 42);
+      BOOST_REQUIRE(gate.wait_started());
+      std::vector<coproc::async_result<int>> rs;
+      for (int i = 0; i < 50; ++i) rs.push_back(p.apply_async(pool_tasks::sqr, i));
+      auto mapped = p.map_async(pool_tasks::sqr, std::vector<int>{1, 2, 3, 4, 5, 6}, 1);
+      p.close();
+      gate.release();
+      p.join();
+      BOOST_TEST(held.get() == 42);
+      for (int i = 0; i < 50; ++i) BOOST_TEST(rs[static_cast<std::size_t>(i)].get() == i * i);
+      BOOST_TEST(mapped.get() == (std::vector<int>{1, 4, 9, 16, 25, 36}));
+      if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
+    }
+  }
+}
+
+// async_join completes once the closed pool's workers have ended (after their tasks).
+BOOST_AUTO_TEST_CASE(async_join_after_close) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 2, .method = m});
+      pool_test::fifo gate;
+      auto held = p.apply_async(pool_tasks::wait_fifo, gate.path(), 7);
+      BOOST_REQUIRE(gate.wait_started());
+      p.close();
+      asio::io_context io;
+      // Asserted on this thread afterwards (Boost.Test is not thread-safe).
+      boost::system::error_code joined = asio::error::would_block;
+      bool task_done_first = false;
+      std::promise<void> done;
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            auto [ec] = co_await p.async_join(asio::as_tuple(asio::use_awaitable));
+            joined = ec;
+            task_done_first = held.ready();
+            done.set_value();
+          },
+          asio::detached);
+      std::thread runner([&] { io.run(); });
+      gate.release();
+      const bool finished = done.get_future().wait_for(60s) == std::future_status::ready;
+      if (!finished) p.terminate();  // unblocks the join
+      runner.join();
+      BOOST_TEST(finished);
+      BOOST_TEST(!joined);
+      BOOST_TEST(task_done_first);
+      p.join();
+      BOOST_TEST(held.get() == 7);
+    }
+  }
+}
+
+// terminate() fails the running and the queued tasks (pool_terminated), and nothing hangs.
+BOOST_AUTO_TEST_CASE(terminate_fails_pending_tasks) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      pool_test::fifo gate;
+      auto running = p.apply_async(pool_tasks::wait_fifo, gate.path(), 1);
+      BOOST_REQUIRE(gate.wait_started());
+      std::vector<coproc::async_result<int>> queued;
+      for (int i = 0; i < 5; ++i) queued.push_back(p.apply_async(pool_tasks::sqr, i));
+      auto mapped = p.map_async(pool_tasks::sqr, std::vector<int>{1, 2, 3}, 1);
+      auto it = p.imap_unordered(pool_tasks::sqr, std::vector<int>{1, 2, 3}, 1);
+      // A blocking caller on another thread, waiting in the queue.
+      std::promise<std::string> blocked;
+      std::thread caller([&] {
+        try {
+          p.apply(pool_tasks::sqr, 9);
+          blocked.set_value("returned");
+        } catch (const std::exception& e) {
+          blocked.set_value(e.what());
+        }
+      });
+      // (It may not be queued yet when terminate comes: then it meets "Pool not running".)
+      p.terminate();
+      p.join();
+      const auto blocked_what = blocked.get_future().get();
+      caller.join();
+      BOOST_TEST((contains(blocked_what, "terminated") || contains(blocked_what, "Pool not running")),
+                 blocked_what);
+      BOOST_TEST(contains(failure_of(running), "the pool was terminated before the task ended"),
+                 failure_of(running));
+      BOOST_TEST(async_error_of(running) == coproc::errc::pool_terminated);
+      for (auto& r : queued) {
+        BOOST_TEST(contains(failure_of(r), "terminated"), failure_of(r));
+        BOOST_TEST(async_error_of(r) == coproc::errc::pool_terminated);
+      }
+      BOOST_CHECK_THROW(mapped.get(60s), coproc::process_error);
+      BOOST_TEST(async_error_of(mapped) == coproc::errc::pool_terminated);
+      int failed = 0;
+      for (int i = 0; i < 10; ++i) {
+        try {
+          if (!it.next(60s)) break;
+        } catch (const coproc::process_error& e) {
+          ++failed;
+          BOOST_TEST(contains(e.what(), "terminated"), e.what());
+        }
+      }
+      BOOST_TEST(failed >= 1);
+      if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
+    }
+  }
+}
+
+// The destructor with tasks in flight (running, queued, a blocked imap) terminates and returns.
+BOOST_AUTO_TEST_CASE(destructor_with_tasks_in_flight) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      pool_test::fifo gate;
+      std::optional<coproc::async_result<int>> running, queued;
+      std::optional<coproc::async_result<std::vector<int>>> mapped;
+      {
+        coproc::pool p({.processes = 1, .method = m});
+        running.emplace(p.apply_async(pool_tasks::wait_fifo, gate.path(), 1));
+        BOOST_REQUIRE(gate.wait_started());
+        queued.emplace(p.apply_async(pool_tasks::sqr, 2));
+        mapped.emplace(p.map_async(pool_tasks::sqr, std::vector<int>{1, 2, 3}, 1));
+      }
+      BOOST_TEST(contains(failure_of(*running), "terminated"));
+      BOOST_TEST(contains(failure_of(*queued), "terminated"));
+      BOOST_CHECK_THROW(mapped->get(60s), coproc::process_error);
+      if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
+      // A pool moved from is inert.
+      coproc::pool a({.processes = 1, .method = m});
+      coproc::pool b(std::move(a));
+      BOOST_TEST(b.apply(pool_tasks::sqr, 3) == 9);
+    }
+  }
+}
+
+// No descriptor outlives a pool, whatever happened in it; no zombie either.
+BOOST_AUTO_TEST_CASE(no_leaked_descriptors_or_zombies) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      {
+        // What a method keeps for the whole program (a forkserver) exists before counting.
+        coproc::pool warm({.processes = 1, .method = m});
+        warm.apply(pool_tasks::sqr, 1);
+      }
+      const int before = coproc_test::fd_count();
+      {
+        coproc::pool p({.processes = 2, .maxtasksperchild = 3, .method = m, .task_timeout = 5s});
+        BOOST_TEST(p.map(pool_tasks::sqr, std::vector<int>{1, 2, 3, 4, 5}, 1).size() == 5u);
+        BOOST_CHECK_THROW(p.apply(pool_tasks::die_by_signal, SIGKILL), coproc::process_error);
+        BOOST_CHECK_THROW(p.apply_within(50ms, pool_tasks::sleep_ms, 1000000), coproc::timeout_error);
+        BOOST_CHECK_THROW(p.apply(pool_tasks::throws_runtime, 1), coproc::remote_error);
+        int n = 0;
+        for ([[maybe_unused]] int v : p.imap_unordered(pool_tasks::sqr, std::vector<int>(30, 2))) ++n;
+        BOOST_TEST(n == 30);
+        p.close();
+        p.join();
+      }
+      BOOST_TEST(coproc_test::fd_count() == before);
+      {
+        coproc::pool p({.processes = 2, .method = m});
+        pool_test::fifo gate;
+        auto r = p.apply_async(pool_tasks::wait_fifo, gate.path(), 1);
+        BOOST_REQUIRE(gate.wait_started());
+        p.terminate();
+        p.join();
+      }
+      BOOST_TEST(coproc_test::fd_count() == before);
+      {
+        coproc::pool p({.processes = 2, .method = m});
+        (void)p.apply_async(pool_tasks::sqr, 1);
+      }  // the destructor alone
+      BOOST_TEST(coproc_test::fd_count() == before);
+      if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
+    }
+  }
+}
+
+// A forked child of the pool's creator cannot use the pool (its workers are not the child's).
+BOOST_AUTO_TEST_CASE(a_pool_in_another_process_is_misuse) {
+  coproc::pool p({.processes = 1, .method = coproc::start_method::fork});
+  coproc_test::test_pipe out;
+  coproc::process child(
+      coproc::process_options{.method = coproc::start_method::fork},
+      [&p, fd = out.write_fd()] {
+        std::string what = "no exception";
+        try {
+          p.apply(pool_tasks::sqr, 2);
+        } catch (const std::logic_error& e) {
+          what = e.what();
+        }
+        coproc_test::write_all(fd, what.data(), what.size());
+      });
+  child.start();
+  child.join();
+  const auto what = out.read_all();
+  BOOST_TEST(contains(what, "only be used by the process that created it"), what);
+  BOOST_TEST(p.apply(pool_tasks::sqr, 3) == 9);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
