@@ -35,8 +35,8 @@
 //
 // What it shows (docs/server-example.md explains it at length):
 // - a coroutine per connection, many requests per connection, every connection served at
-//   once while jobs run: `co_await result.async_get(as_tuple(use_awaitable))` is an ordinary
-//   Asio operation;
+//   once while jobs run: `co_await result.async_get(timeout, as_tuple(use_awaitable))` is an
+//   ordinary Asio operation (timed, in slices: see session::run);
 // - a coproc::pool of --processes workers shared by every connection; each job is
 //   `pool.apply_async_within(deadline, job, arg)`: past its deadline the pool kills the
 //   worker (SIGKILL) and starts another, and the job fails with coproc::errc::task_timed_out;
@@ -45,7 +45,7 @@
 //   status in Python's convention (>= 0 exit code, -N for signal N), signal included;
 // - an io_context run by several threads, with a strand per connection;
 // - a clean shutdown on `quit`, SIGINT or SIGTERM: the pool is terminated (the jobs in flight
-//   are killed), its workers are joined, the io_context runs out of work, main returns 0.
+//   are killed), the io_context runs out of work, the workers are joined, main returns 0.
 #include <signal.h>
 #include <string.h>
 
