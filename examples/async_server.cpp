@@ -1,46 +1,56 @@
-// async_server: an Asio TCP server that runs every request in a child process, with a deadline.
+// async_server: an Asio TCP server that runs every request in a pool of worker processes, each
+// job with its own deadline.
 //
-//   async_server [PORT] [--threads N] [--deadline MS]   serve on 127.0.0.1:PORT (0: any free
-//                                                        port); the first stdout line is the port
+//   async_server [PORT] [--threads N] [--deadline MS] [--processes N] [--method M]
+//                              serve on 127.0.0.1:PORT (0: any free port); the first stdout
+//                              line is the port
 //   async_server --client HOST PORT                      send stdin's lines, print the answers
-//   async_server --demo [--threads N]                    serve and drive it over loopback, then exit
+//   async_server --demo [--threads N] [--processes N]   serve and drive it over loopback, then exit
+//
+// --processes is the pool's size (default: cpu_count(), a worker per CPU); --method the
+// workers' start method, forkserver (the default) or spawn: never fork, since the server runs
+// threads (docs/fork-policy.md).
 //
 // One request per line, one answer per line:
 //
-//   fib N       compute the N-th Fibonacci number (naively: CPU work) in a child; the result
-//               comes back through a pipe
-//   sleep MS    a child that sleeps: past the deadline it is killed
-//   crash       a child that dies of SIGSEGV
-//   abort       a child that calls std::abort (SIGABRT)
-//   throw       a child whose job throws (exit code 1, as in Python)
-//   exit N      a child that ends with coproc::exit(N)
+//   fib N       compute the N-th Fibonacci number (naively: CPU work) in a worker; the result
+//               comes back as the task's result
+//   sleep MS    a job that sleeps: past the deadline its worker is killed (and replaced)
+//   crash       a job that kills its worker with SIGSEGV (the pool replaces it)
+//   abort       a job that calls std::abort (SIGABRT)
+//   throw       a job that throws: the exception comes back, the worker lives on
+//   exit N      a job that ends its worker with coproc::exit(N)
 //   quit        stop the server
 //
 // Every job may end with `within MS` to replace the server's deadline, e.g. `fib 45 within 200`.
-// The answer repeats the request, then says what happened:
+// The deadline counts from the moment a worker takes the job (a job waiting for a free worker
+// is not running yet). The answer repeats the request, then says what happened:
 //
 //   fib 30 -> ok result=832040 exitcode=0 ms=12
 //   exit 3 -> exited exitcode=3 ms=2
 //   crash -> crashed signal=SIGSEGV exitcode=-11 ms=2
+//   throw -> raised std::runtime_error: the job failed ms=1
 //   sleep 5000 -> killed deadline=1000ms exitcode=-9 ms=1001
 //   frob -> error unknown job 'frob' (jobs: fib N, sleep MS, crash, abort, throw, exit N, quit)
 //
 // What it shows (docs/server-example.md explains it at length):
 // - a coroutine per connection, many requests per connection, every connection served at
-//   once while children run: waiting for a child is an ordinary Asio operation;
-// - the deadline: `co_await child.async_join(deadline, use_awaitable)` gives nullopt when the
-//   deadline passed first; the server then kills the child and joins it (a join never signals
-//   the child by itself);
-// - exit statuses in Python's convention (>= 0 exit code, -N for signal N);
+//   once while jobs run: `co_await result.async_get(timeout, as_tuple(use_awaitable))` is an
+//   ordinary Asio operation (timed, in slices: see session::run);
+// - a coproc::pool of --processes workers shared by every connection; each job is
+//   `pool.apply_async_within(deadline, job, arg)`: past its deadline the pool kills the
+//   worker (SIGKILL) and starts another, and the job fails with coproc::errc::task_timed_out;
+// - a worker that dies under its job (a crash, coproc::exit) fails only that job
+//   (errc::child_died) and is replaced; `result.status()` then holds the dead worker's exit
+//   status in Python's convention (>= 0 exit code, -N for signal N), signal included;
 // - an io_context run by several threads, with a strand per connection;
-// - a clean shutdown on `quit`, SIGINT or SIGTERM: children in flight are killed and joined,
-//   the io_context runs out of work, main returns 0.
-#include <fcntl.h>
+// - a clean shutdown on `quit`, SIGINT or SIGTERM: the pool is terminated (the jobs in flight
+//   are killed), the io_context runs out of work, the workers are joined, main returns 0.
 #include <signal.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <csignal>
@@ -57,6 +67,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -67,92 +78,84 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/streambuf.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
 #include <coproc/coproc.hpp>
+#include <coproc/pool.hpp>
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 
-namespace {
-
 // ---------------------------------------------------------------------------------------
-// The jobs. Each runs in a child process; `out` is the write end of the result pipe.
+// The jobs. Each runs in a worker of the pool, a process started by forkserver or spawn: it
+// finds the function by the name COPROC_TARGET registers, and the argument and the result
+// travel as JSON. A job answers with a string (empty: nothing to show).
 
-// coproc starts a child with every caught signal back to its default action (the handler of
-// the server's asio::signal_set is not inherited, so terminate() would end a job). Ctrl-C sends
-// SIGINT to the whole process group, though: the jobs ignore it and leave the shutdown to the
-// server, which kills them itself.
-void child_signals() { std::signal(SIGINT, SIG_IGN); }
+namespace jobs {
 
-void write_all(int fd, std::string_view s) {
-  while (!s.empty()) {
-    const ssize_t n = ::write(fd, s.data(), s.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw std::system_error(errno, std::generic_category(), "write result");
-    s.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
+// Run once in each worker before its first job. Workers start with the server's ignored
+// signals ignored and every other signal at its default action (the handler of the server's
+// asio::signal_set is not theirs). Ctrl-C sends SIGINT to the whole process group, though: the
+// workers ignore it and leave the shutdown to the server, which terminates the pool itself.
+void worker_init() { std::signal(SIGINT, SIG_IGN); }
+COPROC_TARGET(worker_init);
 
 std::uint64_t fib(unsigned n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
 
-void fib_job(int out, long n) {
-  child_signals();
-  const std::uint64_t r = fib(static_cast<unsigned>(n));
-  write_all(out, std::to_string(r));
-}
+std::string fib_job(long n) { return std::to_string(fib(static_cast<unsigned>(n))); }
+COPROC_TARGET(fib_job);
 
-void sleep_job(int, long ms) {
-  child_signals();
+std::string sleep_job(long ms) {
   std::this_thread::sleep_for(milliseconds(ms));
+  return {};
 }
+COPROC_TARGET(sleep_job);
 
-void crash_job(int, long) {
-  child_signals();
-  // Already the default in a coproc child; said here because a sanitizer's handler (ASan)
-  // would turn the crash into exit(1), and this child is to die of it, as a real crash does.
+std::string crash_job(long) {
+  // Already the default in a worker; said here because a sanitizer's handler (ASan) would
+  // turn the crash into exit(1), and this worker is to die of it, as a real crash does.
   std::signal(SIGSEGV, SIG_DFL);
   std::raise(SIGSEGV);
+  return {};
 }
+COPROC_TARGET(crash_job);
 
-void abort_job(int, long) {
-  child_signals();
-  std::abort();
-}
+std::string abort_job(long) { std::abort(); }
+COPROC_TARGET(abort_job);
 
-void throw_job(int, long) {
-  child_signals();
-  throw std::runtime_error("the job failed");  // the child prints it and exits with 1
+std::string throw_job(long) {
+  throw std::runtime_error("the job failed");  // travels back as coproc::remote_error
 }
+COPROC_TARGET(throw_job);
 
-void exit_job(int, long code) {
-  child_signals();
-  coproc::exit(static_cast<int>(code));
-}
+std::string exit_job(long code) { coproc::exit(static_cast<int>(code)); }
+COPROC_TARGET(exit_job);
+
+}  // namespace jobs
+
+namespace {
 
 struct job_kind {
   std::string_view name;
   bool takes_number;
   long max;  // the largest argument accepted
-  void (*run)(int out, long arg);
+  std::string (*run)(long arg);  // a registered function
 };
 
 constexpr job_kind job_kinds[] = {
-    {"fib", true, 92, fib_job},           // fib(93) no longer fits 64 bits
-    {"sleep", true, 86'400'000, sleep_job},
-    {"crash", false, 0, crash_job},
-    {"abort", false, 0, abort_job},
-    {"throw", false, 0, throw_job},
-    {"exit", true, 255, exit_job},
+    {"fib", true, 92, jobs::fib_job},  // fib(93) no longer fits 64 bits
+    {"sleep", true, 86'400'000, jobs::sleep_job},
+    {"crash", false, 0, jobs::crash_job},
+    {"abort", false, 0, jobs::abort_job},
+    {"throw", false, 0, jobs::throw_job},
+    {"exit", true, 255, jobs::exit_job},
 };
 
 constexpr std::string_view job_list = "fib N, sleep MS, crash, abort, throw, exit N, quit";
@@ -249,16 +252,11 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<void> serve();
   strand_type get_executor() { return socket_.get_executor(); }
 
-  // Shutdown: kill the child in flight (its join then completes at once) and close the
-  // socket. Any thread; the work itself runs on the connection's strand.
+  // Shutdown: close the socket (the job in flight, if any, fails at once: the server has
+  // terminated the pool). Any thread; the work itself runs on the connection's strand.
   void stop() {
     asio::post(socket_.get_executor(), [self = shared_from_this()] {
       self->stopping_ = true;
-      try {
-        if (self->running_) self->running_->kill();
-      } catch (const std::exception& e) {
-        std::cerr << "async_server: kill: " << e.what() << "\n";
-      }
       self->close();
     });
   }
@@ -268,8 +266,6 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<std::string> run(const request& req);
 
   void close() {
-    // shutdown() first: children forked while this socket was open hold copies of it, and
-    // close() alone would leave the connection open until the last of them ends.
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -277,14 +273,14 @@ class session : public std::enable_shared_from_this<session> {
 
   server& owner_;
   tcp::socket::rebind_executor<strand_type>::other socket_;  // on the connection's strand
-  coproc::process* running_ = nullptr;     // the child in flight; only touched on the strand
-  bool stopping_ = false;
+  bool stopping_ = false;  // only touched on the strand
 };
 
 class server {
  public:
-  server(asio::io_context& ioc, std::uint16_t port, milliseconds deadline)
+  server(asio::io_context& ioc, coproc::pool& workers, std::uint16_t port, milliseconds deadline)
       : ioc_(ioc),
+        workers_(workers),
         strand_(asio::make_strand(ioc)),
         acceptor_(strand_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port)),
         signals_(strand_, SIGINT, SIGTERM),
@@ -292,6 +288,9 @@ class server {
 
   std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
   milliseconds deadline() const { return deadline_; }
+  coproc::pool& workers() { return workers_; }
+  // True once stop() has begun: any thread.
+  bool stopping() const { return stopping_.load(); }
 
   void start() {
     asio::co_spawn(strand_, accept_loop(), report_error{"accept loop"});
@@ -302,15 +301,16 @@ class server {
     });
   }
 
-  // Stops accepting, kills the children in flight and closes every connection. Any thread,
-  // any number of times.
+  // Stops accepting, terminates the pool (its workers are killed: the jobs in flight fail at
+  // once) and closes every connection; serve() joins the workers once run() has returned.
+  // Any thread, any number of times.
   void stop() {
     asio::post(strand_, [this] {
-      if (stopping_) return;
-      stopping_ = true;
+      if (stopping_.exchange(true)) return;
       boost::system::error_code ignored;
       acceptor_.close(ignored);
       signals_.cancel(ignored);
+      workers_.terminate();
       std::lock_guard lock(mutex_);
       for (auto& [id, s] : sessions_) s->stop();
     });
@@ -342,11 +342,12 @@ class server {
   }
 
   asio::io_context& ioc_;
-  strand_type strand_;  // the acceptor, the signals and `stopping_`
+  coproc::pool& workers_;  // shared by every connection (any thread may submit)
+  strand_type strand_;     // the acceptor, the signals
   tcp::acceptor acceptor_;
   asio::signal_set signals_;
   milliseconds deadline_;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_ = false;
   std::mutex mutex_;  // sessions_: added on strand_, removed on each connection's strand
   std::map<const session*, std::shared_ptr<session>> sessions_;
 
@@ -388,7 +389,7 @@ asio::awaitable<void> session::answer_requests() {
         answer = line + " -> error " + std::get<std::string>(parsed);
       }
     }
-    if (stopping_) break;  // the server is going down: nobody will read the answer
+    if (stopping_ || owner_.stopping()) break;  // going down: nobody will read the answer
     answer += '\n';
     auto [wec, written] =
         co_await asio::async_write(socket_, asio::buffer(answer), asio::as_tuple(asio::use_awaitable));
@@ -400,8 +401,7 @@ asio::awaitable<void> session::answer_requests() {
   }
 }
 
-// Runs one job in a child: start it, wait at most the deadline, kill it if it overran, join
-// it, then read what it wrote. Returns the answer line.
+// Runs one job in the pool with its deadline and returns the answer line.
 asio::awaitable<std::string> session::run(const request& req) {
   const milliseconds deadline = req.within.value_or(owner_.deadline());
   std::string head = std::string(req.kind->name);
@@ -409,79 +409,65 @@ asio::awaitable<std::string> session::run(const request& req) {
   if (req.within) head += " within " + std::to_string(req.within->count());
   head += " -> ";
 
-  // The result channel: the child writes to the pipe's write end, the server reads the read
-  // end once the child has ended.
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) == -1) co_return head + "error pipe: " + std::strerror(errno);
-  asio::posix::stream_descriptor result(socket_.get_executor(), fds[0]);
-  struct write_end {
-    int fd;
-    ~write_end() {
-      if (fd >= 0) ::close(fd);
-    }
-  } w{fds[1]};
-
-  coproc::process child(req.kind->run, w.fd, req.arg);
-  try {
-    child.start();
-  } catch (const std::exception& e) {
-    co_return head + "error could not start the child: " + e.what();
-  }
-  ::close(std::exchange(w.fd, -1));  // only the child writes now
-  // While the child runs, stop() may kill it; and whatever happens below (an exception), it
-  // does not outlive its request.
-  struct in_flight {
-    coproc::process*& slot;
-    coproc::process& child;
-    in_flight(coproc::process*& s, coproc::process& c) : slot(s), child(c) { slot = &child; }
-    ~in_flight() {
-      slot = nullptr;
-      try {
-        if (child.is_alive()) child.kill();
-      } catch (...) {
-      }
-    }
-  } flight(running_, child);
   const auto t0 = std::chrono::steady_clock::now();
-
-  // The deadline: a join with a timeout gives nullopt when the child still runs. Then the
-  // server kills it, and joins it (the join reaps it: no zombie is left behind).
-  bool overran = false;
-  std::optional<int> code = co_await child.async_join(deadline, asio::use_awaitable);
-  if (!code) {
-    overran = true;
-    child.kill();
-    code = co_await child.async_join(asio::use_awaitable);
+  // The deadline is the job's own: the pool counts it from the moment a worker takes the job,
+  // and past it kills that worker (SIGKILL), starts another, and fails the job with
+  // errc::task_timed_out. (A pool deadline must be positive: `within 0` is the shortest one.)
+  std::optional<coproc::async_result<std::string>> job;
+  try {
+    job.emplace(owner_.workers().apply_async_within(
+        std::max<std::chrono::nanoseconds>(deadline, std::chrono::nanoseconds(1)), req.kind->run,
+        req.arg));
+  } catch (const std::exception& e) {  // e.g. "Pool not running": the server is stopping
+    co_return head + "error " + e.what();
   }
+  // Waiting for a job is an Asio operation: it completes on this connection's strand, and
+  // the thread that ran the coroutine serves other connections meanwhile. The wait is
+  // timed, in slices, and a slice that passes (timed_out: the job runs on) waits again:
+  // with this version of coproc the untimed async_get(token) of a pool result never completes
+  // (its handler is dropped), while the timed form does.
+  boost::system::error_code ec;
+  std::string result;
+  do {
+    std::tie(ec, result) = co_await job->async_get(std::chrono::minutes(1),
+                                                   asio::as_tuple(asio::use_awaitable));
+  } while (ec == asio::error::timed_out);
   const auto ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
 
-  // The child has ended, so everything it wrote is in the pipe: read it without waiting for
-  // end-of-file, which would not come while other children (forked by other connections
-  // while this pipe was open) hold a copy of the write end.
-  std::string data;
-  result.non_blocking(true);
-  for (char buf[512];;) {
-    boost::system::error_code ec;
-    const std::size_t n = result.read_some(asio::buffer(buf), ec);
-    if (ec) break;  // would_block: all read; eof: the same
-    data.append(buf, n);
-    if (data.size() > 4096) break;  // a job answers with one short line
-  }
-
-  const auto status = child.status();
+  // What the kernel said of the job: for a job that ended normally, exit code 0 (its worker
+  // lives on); for a job whose worker died (a crash, coproc::exit, the deadline), the dead
+  // worker's exit status.
+  const std::optional<coproc::exit_status> status = job->status();
+  const auto exitcode = [&] { return " exitcode=" + (status ? std::to_string(status->exitcode) : std::string("?")); };
   std::string answer = head;
-  if (overran) {
-    answer += "killed deadline=" + std::to_string(deadline.count()) + "ms";
-  } else if (status && status->signal) {
-    answer += "crashed signal=" + signal_name(*status->signal);
-  } else if (*code == 0) {
+  if (!ec) {
     answer += "ok";
-    if (!data.empty()) answer += " result=" + data;
-  } else {
-    answer += "exited";
+    if (!result.empty()) answer += " result=" + result;
+    answer += exitcode();
+  } else if (ec == coproc::errc::task_timed_out) {
+    answer += "killed deadline=" + std::to_string(deadline.count()) + "ms" + exitcode();
+  } else if (ec == coproc::errc::child_died) {
+    if (status && status->signal)
+      answer += "crashed signal=" + signal_name(*status->signal);
+    else
+      answer += status && status->exitcode == 0 ? "ok" : "exited";
+    answer += exitcode();
+  } else if (ec == coproc::errc::remote_error) {
+    // The job threw: the exception came back and its worker lives on, so no process exited.
+    // get() (the result is ready: it does not wait) throws it with its type and message.
+    try {
+      (void)job->get();
+      answer += "raised (unknown)";
+    } catch (const coproc::remote_error& e) {
+      answer += "raised " + e.type_name() + ": " + e.message();
+    } catch (const std::exception& e) {
+      answer += "raised " + std::string(e.what());
+    }
+  } else {  // errc::pool_terminated (the server is stopping), or anything unexpected
+    answer += "error " + ec.message();
   }
-  answer += " exitcode=" + std::to_string(*code) + " ms=" + std::to_string(ms);
+  answer += " ms=" + std::to_string(ms);
   co_return answer;
 }
 
@@ -492,19 +478,30 @@ struct server_options {
   std::uint16_t port = 0;
   unsigned threads = 2;
   milliseconds deadline = 2000ms;
+  std::optional<int> processes;  // unset: cpu_count()
+  coproc::start_method method = coproc::start_method::forkserver;
 };
 
 // Serves until stop(); `on_listening` runs once the port is bound.
 template <class F>
 int serve(const server_options& o, F on_listening) {
+  // The pool first: its workers start now, before the io_context has threads (forkserver and
+  // spawn would not mind them anyway: neither forks this program).
+  coproc::pool workers({.processes = o.processes,
+                        .initializer = jobs::worker_init,
+                        .method = o.method});
   asio::io_context ioc;
-  server srv(ioc, o.port, o.deadline);
+  server srv(ioc, workers, o.port, o.deadline);
   srv.start();
   on_listening(srv);
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < o.threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
   ioc.run();  // returns once the server has stopped and every connection has ended
   for (auto& t : threads) t.join();
+  // stop() terminated the pool: its workers are killed, and this reaps them (at once). A
+  // blocking join, here where no handler waits any more: with this version of coproc,
+  // pool::async_join(token) drops its handler.
+  workers.join();
   return 0;
 }
 
@@ -564,6 +561,8 @@ bool contains(const std::optional<std::string>& s, std::string_view what) {
 int run_demo(server_options o) {
   o.port = 0;
   o.deadline = 500ms;
+  // Two workers at least: the slow job holds one while the other connection is served.
+  if (!o.processes) o.processes = std::max(2, coproc::cpu_count());
   std::promise<std::uint16_t> bound;
   auto port = bound.get_future();
   std::thread server_thread([&] {
@@ -586,8 +585,9 @@ int run_demo(server_options o) {
     return 1;
   }
   const std::string p = std::to_string(bound_port);
-  std::cout << "demo: server on 127.0.0.1:" << p << ", " << o.threads
-            << " thread(s), deadline " << o.deadline.count() << " ms\n";
+  std::cout << "demo: server on 127.0.0.1:" << p << ", " << o.threads << " thread(s), a pool of "
+            << *o.processes << " " << coproc::to_string(o.method) << " worker(s), deadline "
+            << o.deadline.count() << " ms\n";
 
   bool good = true;
   auto show = [&](const char* who, const std::optional<std::string>& answer, std::string_view want) {
@@ -608,7 +608,7 @@ int run_demo(server_options o) {
       {"fib 36", "ok result=14930352 exitcode=0"},
       {"crash", "crashed signal=SIGSEGV exitcode=-11"},
       {"exit 3", "exited exitcode=3"},
-      {"throw", "exited exitcode=1"},
+      {"throw", "raised std::runtime_error: the job failed"},
       {"fib 60 within 100", "killed deadline=100ms exitcode=-9"},
       {"sleep 20", "ok exitcode=0"},
       {"bogus", "error unknown job"},
@@ -629,9 +629,10 @@ int run_demo(server_options o) {
 
 [[noreturn]] void usage(const char* why) {
   std::cerr << "async_server: " << why << "\n"
-            << "usage: async_server [PORT] [--threads N] [--deadline MS]\n"
+            << "usage: async_server [PORT] [--threads N] [--deadline MS] [--processes N]\n"
+            << "                    [--method forkserver|spawn]\n"
             << "       async_server --client HOST PORT\n"
-            << "       async_server --demo [--threads N]\n";
+            << "       async_server --demo [--threads N] [--processes N] [--method forkserver|spawn]\n";
   std::exit(2);
 }
 
@@ -662,8 +663,21 @@ int main(int argc, char** argv) {
         if (o.threads == 0) usage("--threads must be at least 1");
       } else if (a == "--deadline" && has_value) {
         o.deadline = milliseconds(number_arg(args[++i].c_str(), 86'400'000, "deadline"));
+      } else if (a == "--processes" && has_value) {
+        o.processes = static_cast<int>(number_arg(args[++i].c_str(), 1024, "process count"));
+        if (*o.processes == 0) usage("--processes must be at least 1");
+      } else if (a == "--method" && has_value) {
+        // Not fork: the server runs threads (the io_context's, the pool's), and a fork copies
+        // whatever locks they hold (docs/fork-policy.md).
+        const std::string m = args[++i];
+        if (m == "forkserver")
+          o.method = coproc::start_method::forkserver;
+        else if (m == "spawn")
+          o.method = coproc::start_method::spawn;
+        else
+          usage(("--method is forkserver or spawn, not '" + m + "'").c_str());
       } else if (a == "-h" || a == "--help") {
-        usage("an Asio server that runs each request in a child process");
+        usage("an Asio server that runs each request in a pool of worker processes");
       } else if (!a.empty() && a[0] != '-') {
         o.port = static_cast<std::uint16_t>(number_arg(a.c_str(), 65535, "port"));
       } else {
@@ -675,7 +689,8 @@ int main(int argc, char** argv) {
       // The first line of stdout is the port, for scripts and tests; the rest goes to stderr.
       std::cout << s.port() << std::endl;
       std::cerr << "async_server: listening on 127.0.0.1:" << s.port() << " (" << o.threads
-                << " thread(s), deadline " << s.deadline().count()
+                << " thread(s), a pool of " << s.workers().size() << " "
+                << coproc::to_string(o.method) << " worker(s), deadline " << s.deadline().count()
                 << " ms); try: async_server --client 127.0.0.1 " << s.port() << "\n";
     });
   } catch (const std::exception& e) {

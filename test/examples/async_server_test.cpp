@@ -1,11 +1,11 @@
 // The async server example (examples/async_server.cpp), driven as a real program by real
 // clients over loopback: jobs that crash and overrun their deadline while other connections
-// keep being served, many connections at once, shutdown by `quit` and by signals, and the
-// client and demo modes the tour runs.
+// keep being served, many connections at once, jobs queued for a free worker of the pool,
+// shutdown by `quit` and by signals, and the client and demo modes the tour runs.
 //
 // Under the nopidfd test setup the program runs with pidfd_open refused by a seccomp filter,
-// so the server's coproc falls back to the pipe sentinel by itself, as on a kernel or in a
-// container without pidfd. Where that filter cannot be installed, the nopidfd run would only
+// so the server's coproc (and its forkserver) falls back to the pipe sentinel by itself, as on
+// a kernel or in a container without pidfd. Where that filter cannot be installed, the nopidfd run would only
 // repeat the default one: the suite is skipped there.
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -50,16 +50,6 @@ const char* const server_program = COPROC_ASYNC_SERVER;
 
 // True when this run is the nopidfd setup: the server must not get pidfds either.
 bool pipe_sentinel_setup() { return !coproc::testing::pidfd_sentinels(); }
-
-// GCC 12's AddressSanitizer and ThreadSanitizer allocators do not lock themselves around fork
-// (glibc's malloc does): a child forked while another thread of the server held one of their
-// size-class locks hangs at its first allocation of that class, and the server kills it at its
-// deadline. It happens to about one fork in a thousand while three threads allocate (see
-// docs/design.md, "Forked children under the sanitizers"). The jobs `exit N` and `throw`
-// allocate in the child (the exception they throw); in the sanitizer builds they go to
-// single-threaded servers only, and the multi-threaded cases use `fib N` instead, whose child
-// does not allocate.
-constexpr bool fork_safe_allocator = !coproc_test::sanitized;
 
 // Whether the filter can be installed here: a forked child tries, as program's child does.
 bool refuse_pidfd_open_installs() {
@@ -205,32 +195,63 @@ class program {
     return status_;
   }
 
-  // The pids of its children (from /proc/<pid>/stat: the fourth field is the parent's pid).
-  std::vector<pid_t> children() const {
-    std::vector<pid_t> out;
-    DIR* d = ::opendir("/proc");
-    while (dirent* e = d ? ::readdir(d) : nullptr) {
-      if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-      std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-      std::string stat;
-      std::getline(in, stat);
-      const auto close_paren = stat.rfind(')');  // the command name may contain anything
-      if (close_paren == std::string::npos) continue;
-      std::istringstream fields(stat.substr(close_paren + 1));
-      char state;
-      pid_t ppid = 0;
-      if (fields >> state >> ppid && ppid == pid_) out.push_back(std::stoi(e->d_name));
-    }
-    if (d) ::closedir(d);
-    return out;
-  }
-
  private:
   pid_t pid_ = -1;
   int out_ = -1;
   std::string buffer_;
   std::optional<int> status_;
 };
+
+// The state letter and parent of a process (from /proc/<pid>/stat: the third and fourth
+// fields); nullopt once it is gone.
+std::optional<std::pair<char, pid_t>> state_and_parent(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  const auto close_paren = stat.rfind(')');  // the command name may contain anything
+  if (close_paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(stat.substr(close_paren + 1));
+  char state;
+  pid_t ppid = 0;
+  if (!(fields >> state >> ppid)) return std::nullopt;
+  return std::pair{state, ppid};
+}
+
+// The pids of the children of `parent`.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  while (dirent* e = d ? ::readdir(d) : nullptr) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    const pid_t pid = std::stoi(e->d_name);
+    const auto sp = state_and_parent(pid);
+    if (sp && sp->second == parent) out.push_back(pid);
+  }
+  if (d) ::closedir(d);
+  return out;
+}
+
+// The server's pool workers: its descendants without children of their own. Under spawn they
+// are the server's children; under forkserver, the children of its forkserver (the server's
+// child).
+std::vector<pid_t> workers_of(pid_t server) {
+  std::vector<pid_t> out, todo = children_of(server);
+  while (!todo.empty()) {
+    const pid_t p = todo.back();
+    todo.pop_back();
+    auto kids = children_of(p);
+    if (kids.empty()) out.push_back(p);
+    todo.insert(todo.end(), kids.begin(), kids.end());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// True once `pid` has ended (gone, or a zombie its new parent has not reaped yet).
+bool ended(pid_t pid) {
+  const auto sp = state_and_parent(pid);
+  return !sp || sp->first == 'Z' || sp->first == 'X';
+}
 
 // A server on a free port: started, and its port read from the first line of its stdout.
 struct server {
@@ -242,9 +263,6 @@ struct server {
   }
   static std::vector<std::string> with_port_zero(std::vector<std::string> extra) {
     extra.insert(extra.begin(), "0");
-    // The server's default is 2 threads; see fork_safe_allocator.
-    if (!fork_safe_allocator && std::find(extra.begin(), extra.end(), "--threads") == extra.end())
-      extra.insert(extra.end(), {"--threads", "1"});
     return extra;
   }
   program proc;
@@ -304,49 +322,49 @@ long field(const std::string& answer, const std::string& key) {
   return std::stol(answer.substr(at + key.size() + 2));
 }
 
-// The server's children once some exist (polled, with a hang guard).
-std::vector<pid_t> wait_for_children(const program& p) {
+// The server's workers once there are `n` (polled, with a hang guard).
+std::vector<pid_t> wait_for_workers(const program& p, std::size_t n) {
+  std::vector<pid_t> workers;
   for (int i = 0; i < 30'000; ++i) {
-    auto kids = p.children();
-    if (!kids.empty()) return kids;
+    workers = workers_of(p.pid());
+    if (workers.size() == n) return workers;
     std::this_thread::sleep_for(1ms);
   }
-  return {};
+  return workers;
 }
 
 const std::vector<std::string> thread_counts = {"1", "4"};
 
-std::uint64_t fib(unsigned n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
-
-// A job whose child ends with exit code n, or, where its exception could hang the child (above),
-// one that answers fib(n) and ends with 0.
+// A job that ends its worker with exit code n.
 struct job {
   std::string request;
   std::string answer;  // the answer starts with this
   int exitcode;
 };
-job ending_with(int n, const std::string& threads) {
+job ending_with(int n) {
   const auto num = std::to_string(n);
-  if (fork_safe_allocator || threads == "1")
-    return {"exit " + num, "exit " + num + " -> " + (n ? "exited" : "ok") + " exitcode=" + num, n};
-  return {"fib " + num, "fib " + num + " -> ok result=" + std::to_string(fib(static_cast<unsigned>(n))) + " exitcode=0",
-          0};
+  return {"exit " + num, "exit " + num + " -> " + (n ? "exited" : "ok") + " exitcode=" + num, n};
 }
+
+// The workers' start methods the server offers.
+const std::vector<std::string> methods = {"forkserver", "spawn"};
 
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(example_async_server,
                       *boost::unit_test::precondition(server_sentinel_as_set_up))
 
-BOOST_AUTO_TEST_CASE(prints_its_port_first_and_answers_each_job_with_result_and_exit_status) {
-  server s({"--deadline", "20000"});
+BOOST_DATA_TEST_CASE(prints_its_port_first_and_answers_each_job_with_result_and_exit_status,
+                     boost::unit_test::data::make(methods), method) {
+  server s({"--deadline", "20000", "--method", method});
   client c(s.port);
   BOOST_TEST(c.ask("fib 20").starts_with("fib 20 -> ok result=6765 exitcode=0 ms="));
   BOOST_TEST(c.ask("exit 7").starts_with("exit 7 -> exited exitcode=7 ms="));
   BOOST_TEST(c.ask("exit 0").starts_with("exit 0 -> ok exitcode=0 ms="));
   BOOST_TEST(c.ask("crash").starts_with("crash -> crashed signal=SIGSEGV exitcode=-11 ms="));
   BOOST_TEST(c.ask("abort").starts_with("abort -> crashed signal=SIGABRT exitcode=-6 ms="));
-  BOOST_TEST(c.ask("throw").starts_with("throw -> exited exitcode=1 ms="));
+  // A job that throws does not end its worker: the exception comes back, with its type.
+  BOOST_TEST(c.ask("throw").starts_with("throw -> raised std::runtime_error: the job failed ms="));
   BOOST_TEST(c.ask("sleep 10").starts_with("sleep 10 -> ok exitcode=0 ms="));
   const auto killed = c.ask("sleep 60000 within 200");
   BOOST_TEST(killed.starts_with("sleep 60000 within 200 -> killed deadline=200ms exitcode=-9 ms="), killed);
@@ -361,14 +379,15 @@ BOOST_DATA_TEST_CASE(a_crash_and_an_overrun_while_another_connection_is_served,
                      boost::unit_test::data::make(thread_counts), threads) {
   // A job that overruns the deadline is in flight on one connection; meanwhile another
   // connection gets its answers, a crash and a (shorter) overrun among them. The slow answer
-  // must come after all of them, and only once its deadline has passed.
-  server s({"--threads", threads, "--deadline", "5000"});
+  // must come after all of them, and only once its deadline has passed. (Three workers: the
+  // slow job holds one.)
+  server s({"--threads", threads, "--deadline", "5000", "--processes", "3"});
   client slow(s.port), fast(s.port);
   const auto t0 = steady_clock::now();
   slow.send("sleep 60000");
   BOOST_TEST(fast.ask("fib 22").starts_with("fib 22 -> ok result=17711 exitcode=0"));
   BOOST_TEST(fast.ask("crash").starts_with("crash -> crashed signal=SIGSEGV exitcode=-11"));
-  const auto three = ending_with(3, threads);
+  const auto three = ending_with(3);
   BOOST_TEST(fast.ask(three.request).starts_with(three.answer));
   const auto short_overrun = fast.ask("sleep 60000 within 100");
   BOOST_TEST(short_overrun.starts_with("sleep 60000 within 100 -> killed deadline=100ms exitcode=-9"), short_overrun);
@@ -389,7 +408,7 @@ BOOST_DATA_TEST_CASE(a_crash_and_an_overrun_while_another_connection_is_served,
   BOOST_TEST((slow_at >= 5000ms));
   BOOST_TEST((slow_at < 50s));  // killed at the deadline, not after the job's 60 s
   // Both connections still work.
-  const auto four = ending_with(4, threads);
+  const auto four = ending_with(4);
   BOOST_TEST(slow.ask(four.request).starts_with(four.answer));
   fast.send("quit");
   BOOST_TEST(fast.receive() == "quit -> bye");
@@ -399,9 +418,10 @@ BOOST_DATA_TEST_CASE(a_crash_and_an_overrun_while_another_connection_is_served,
 BOOST_DATA_TEST_CASE(many_connections_are_served_at_once, boost::unit_test::data::make(thread_counts),
                      threads) {
   // 16 connections each start a 1 s job at once: served one after another they would take
-  // 16 s; served concurrently, about 1 s. Each also gets its own answer back.
+  // 16 s; served concurrently by a pool of 16 workers, about 1 s. Each also gets its own
+  // answer back.
   constexpr int n = 16;
-  server s({"--threads", threads, "--deadline", "30000"});
+  server s({"--threads", threads, "--deadline", "30000", "--processes", "16"});
   std::vector<std::unique_ptr<client>> clients;
   for (int i = 0; i < n; ++i) clients.push_back(std::make_unique<client>(s.port));
   const auto t0 = steady_clock::now();
@@ -415,16 +435,44 @@ BOOST_DATA_TEST_CASE(many_connections_are_served_at_once, boost::unit_test::data
   BOOST_TEST((elapsed < 8s), "16 one-second jobs took "
                                  << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
   // Every connection gets its own answers: distinct requests, sent all at once.
-  for (int i = 0; i < n; ++i) clients[static_cast<std::size_t>(i)]->send(ending_with(i, threads).request);
+  for (int i = 0; i < n; ++i) clients[static_cast<std::size_t>(i)]->send(ending_with(i).request);
   for (int i = 0; i < n; ++i) {
     const auto answer = clients[static_cast<std::size_t>(i)]->receive();
     BOOST_REQUIRE(answer);
-    const auto want = ending_with(i, threads);
+    const auto want = ending_with(i);
     BOOST_TEST(answer->starts_with(want.answer), *answer);
     BOOST_TEST(field(*answer, "exitcode") == want.exitcode);
   }
   clients[0]->send("quit");
   BOOST_TEST(clients[0]->receive() == "quit -> bye");
+  BOOST_TEST(s.proc.wait() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(jobs_beyond_the_pool_wait_for_a_worker_and_their_deadline_starts_there) {
+  // One worker: the second connection's job waits for the first one's to end. Its deadline
+  // (1500 ms) counts from the moment the worker takes it, so it is not killed although its
+  // answer comes about 2 s after the request.
+  server s({"--processes", "1", "--deadline", "20000"});
+  client first(s.port), second(s.port);
+  first.send("sleep 1000 within 1500");
+  std::this_thread::sleep_for(100ms);  // the first job reaches the worker first
+  second.send("sleep 1000 within 1500");
+  const auto a = first.receive();
+  const auto b = second.receive();
+  BOOST_REQUIRE(a);
+  BOOST_REQUIRE(b);
+  BOOST_TEST(a->starts_with("sleep 1000 within 1500 -> ok exitcode=0"), *a);
+  BOOST_TEST(b->starts_with("sleep 1000 within 1500 -> ok exitcode=0"), *b);
+  BOOST_TEST(field(*b, "ms") >= 1800, *b);  // queued ~900 ms, then ran 1 s
+  // A worker that dies is replaced: the pool of one serves on.
+  BOOST_TEST(first.ask("crash").starts_with("crash -> crashed signal=SIGSEGV exitcode=-11"));
+  BOOST_TEST(first.ask("exit 3").starts_with("exit 3 -> exited exitcode=3"));
+  const auto killed = first.ask("sleep 60000 within 100");
+  BOOST_TEST(killed.starts_with("sleep 60000 within 100 -> killed deadline=100ms exitcode=-9"), killed);
+  BOOST_TEST(first.ask("throw").starts_with("throw -> raised std::runtime_error: the job failed"));
+  BOOST_TEST(second.ask("fib 10").starts_with("fib 10 -> ok result=55 exitcode=0"));
+  second.send("quit");
+  BOOST_TEST(second.receive() == "quit -> bye");
   BOOST_TEST(s.proc.wait() == 0);
 }
 
@@ -466,30 +514,45 @@ BOOST_AUTO_TEST_CASE(quit_stops_the_server_and_closes_every_connection) {
 }
 
 BOOST_DATA_TEST_CASE(a_signal_stops_the_server_and_kills_the_job_in_flight,
-                     boost::unit_test::data::make({SIGTERM, SIGINT}), sig) {
-  server s({"--deadline", "60000"});
+                     boost::unit_test::data::make({SIGTERM, SIGINT}) * boost::unit_test::data::make(methods),
+                     sig, method) {
+  server s({"--deadline", "60000", "--processes", "2", "--method", method});
+  const auto workers = wait_for_workers(s.proc, 2);
+  BOOST_REQUIRE_MESSAGE(workers.size() == 2u, "the pool's 2 workers did not appear (" << workers.size() << ")");
   client busy(s.port);
   busy.send("sleep 60000");
-  const auto kids = wait_for_children(s.proc);
-  BOOST_REQUIRE_MESSAGE(kids.size() == 1u, "the job's child did not appear");
-  // The server watches its child through a pidfd (it opens it just after the fork: wait
-  // for it), or in the nopidfd setup through a pipe (no pidfd shows up, however long we look).
+  std::this_thread::sleep_for(200ms);  // the job reaches a worker
+  // The pool watches each worker through a pidfd (under forkserver, one the forkserver opened
+  // and handed over), or in the nopidfd setup through a socket or pipe (no pidfd shows up,
+  // however long we look).
   const auto look_for = pipe_sentinel_setup() ? 200ms : 10'000ms;
-  bool pidfd = false;
-  for (const auto end = steady_clock::now() + look_for; !pidfd && steady_clock::now() < end;) {
+  bool all_watched = false, any_watched = false;
+  for (const auto end = steady_clock::now() + look_for; !all_watched && steady_clock::now() < end;) {
     const auto watched = pidfd_targets(s.proc.pid());
-    pidfd = std::find(watched.begin(), watched.end(), kids[0]) != watched.end();
-    if (!pidfd) std::this_thread::sleep_for(1ms);
+    all_watched = true;
+    for (pid_t w : workers) {
+      const bool by_pidfd = std::find(watched.begin(), watched.end(), w) != watched.end();
+      all_watched &= by_pidfd;
+      any_watched |= by_pidfd;
+    }
+    if (!all_watched) std::this_thread::sleep_for(1ms);
   }
-  BOOST_TEST(pidfd == !pipe_sentinel_setup());
+  if (pipe_sentinel_setup())
+    BOOST_TEST(!any_watched);
+  else
+    BOOST_TEST(all_watched);
   const auto t0 = steady_clock::now();
   BOOST_REQUIRE(::kill(s.proc.pid(), sig) == 0);
-  // Exits 0 promptly: the job's child was killed and joined (had it been left running, the
-  // program's exit would have waited the full minute for it).
+  // Exits 0 promptly: the pool was terminated (the job's worker killed) and joined.
   BOOST_TEST(s.proc.wait(30'000ms) == 0);
   BOOST_TEST((steady_clock::now() - t0 < 30s));
   BOOST_TEST(!busy.receive(30s));  // the connection was closed without an answer
-  BOOST_TEST((::kill(kids[0], 0) == -1 && errno == ESRCH), "the job's child " << kids[0] << " survived");
+  // Every worker is gone, the job's among them (the pool reaped them before the server
+  // returned; a moment is allowed for the kernel's bookkeeping).
+  for (pid_t w : workers) {
+    for (int i = 0; i < 5000 && !ended(w); ++i) std::this_thread::sleep_for(1ms);
+    BOOST_TEST(ended(w), "the worker " << w << " survived");
+  }
 }
 
 BOOST_AUTO_TEST_CASE(client_mode_sends_each_line_and_prints_each_answer) {
@@ -503,14 +566,13 @@ BOOST_AUTO_TEST_CASE(client_mode_sends_each_line_and_prints_each_answer) {
 }
 
 BOOST_AUTO_TEST_CASE(demo_mode_runs_the_tour_and_exits_zero) {
-  // The demo asks for `exit` and `throw` jobs: single-threaded under the sanitizers.
-  program demo(fork_safe_allocator ? std::vector<std::string>{"--demo"}
-                                   : std::vector<std::string>{"--demo", "--threads", "1"});
+  program demo({"--demo"});
   std::string all;
   while (auto line = demo.read_line()) all += *line + "\n";
   BOOST_TEST(demo.wait() == 0, all);
   BOOST_TEST(contains(all, "[slow] < sleep 3000 -> killed deadline=500ms exitcode=-9"), all);
   BOOST_TEST(contains(all, "[fast] < crash -> crashed signal=SIGSEGV exitcode=-11"), all);
+  BOOST_TEST(contains(all, "[fast] < throw -> raised std::runtime_error: the job failed"), all);
   BOOST_TEST(contains(all, "demo: all answers as expected"), all);
 }
 
