@@ -6,6 +6,7 @@
 // - pool_map: map of 1,000,000 trivial tasks over cpu_count() workers, Python's chunking;
 // - pool_replace: a task that kills its worker, until the exception, plus the next trivial
 //   apply (served by the replacement), against one start+join of the same start method.
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -62,10 +63,10 @@ namespace tasks = pool_tasks;
 void cpu_metrics(case_result& r, int calls, std::int64_t caller_us, std::int64_t worker_us,
                  std::int64_t idle_us) {
   const double n = calls;
-  r.metrics.push_back({"CPU us/call (caller+worker)", static_cast<double>(caller_us + worker_us) / n});
-  r.metrics.push_back({"caller CPU us/call", static_cast<double>(caller_us) / n});
-  r.metrics.push_back({"worker CPU us/call", static_cast<double>(worker_us) / n});
-  r.metrics.push_back({"idle CPU us in 200 ms", static_cast<double>(idle_us)});
+  r.metrics.push_back({"cpu_us_per_call", static_cast<double>(caller_us + worker_us) / n});
+  r.metrics.push_back({"caller_cpu_us_per_call", static_cast<double>(caller_us) / n});
+  r.metrics.push_back({"worker_cpu_us_per_call", static_cast<double>(worker_us) / n});
+  r.metrics.push_back({"idle_cpu_us_in_200ms", static_cast<double>(idle_us)});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -74,7 +75,10 @@ void cpu_metrics(case_result& r, int calls, std::int64_t caller_us, std::int64_t
 
 constexpr std::size_t msg = 16;
 
-bool read16(int fd, char* buf, std::int64_t spin_us) {
+// spin_us > 0: polls that long before blocking; yield: sched_yield() between polls, so that a
+// peer the scheduler put on this same CPU gets to run (without it, a sender and a receiver
+// that share a CPU each poll their whole spin before the other runs).
+bool read16(int fd, char* buf, std::int64_t spin_us, bool yield = false) {
   std::size_t got = 0;
   if (spin_us > 0) {
     const double until = now_us() + static_cast<double>(spin_us);
@@ -87,6 +91,7 @@ bool read16(int fd, char* buf, std::int64_t spin_us) {
       }
       if (k == 0) return false;
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return false;
+      if (yield) ::sched_yield();
     } while (now_us() < until);
   }
   while (got < msg) {
@@ -115,7 +120,7 @@ bool write16(int fd, const char* buf) {
 
 // spin_us > 0: both sides poll (non-blocking recv) that long after each message before they
 // block, as coproc's caller and worker do; 0: plain blocking reads.
-case_result raw_round_trip(const case_env& env, std::int64_t spin_us) {
+case_result raw_round_trip(const case_env& env, std::int64_t spin_us, bool yield = false) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) throw_errno("socketpair");
   const pid_t pid = ::fork();
@@ -124,7 +129,7 @@ case_result raw_round_trip(const case_env& env, std::int64_t spin_us) {
     ::close(sv[0]);
     char buf[msg];
     bool served = false;
-    while (read16(sv[1], buf, served ? spin_us : 0)) {
+    while (read16(sv[1], buf, served ? spin_us : 0, yield)) {
       if (buf[0] == 'c') {
         const std::int64_t c = tasks::cpu_us();
         std::memcpy(buf + 8, &c, sizeof c);
@@ -139,7 +144,7 @@ case_result raw_round_trip(const case_env& env, std::int64_t spin_us) {
   char buf[msg] = {};
   const auto child_cpu = [&]() -> std::int64_t {
     char q[msg] = {'c'};
-    if (!write16(fd, q) || !read16(fd, q, spin_us)) return -1;
+    if (!write16(fd, q) || !read16(fd, q, spin_us, yield)) return -1;
     std::int64_t c;
     std::memcpy(&c, q + 8, sizeof c);
     return c;
@@ -156,7 +161,7 @@ case_result raw_round_trip(const case_env& env, std::int64_t spin_us) {
     buf[0] = 'e';
     std::memcpy(buf + 4, &i, sizeof i);
     const double t0 = now_us();
-    if (!write16(fd, buf) || !read16(fd, buf, spin_us)) return failed("raw child went away");
+    if (!write16(fd, buf) || !read16(fd, buf, spin_us, yield)) return failed("raw child went away");
     const double t1 = now_us();
     int back;
     std::memcpy(&back, buf + 4, sizeof back);
@@ -178,6 +183,7 @@ case_result raw_round_trip(const case_env& env, std::int64_t spin_us) {
 
 case_result raw_blocking(const case_env& env) { return raw_round_trip(env, 0); }
 case_result raw_polling(const case_env& env) { return raw_round_trip(env, 50); }
+case_result raw_polling_yield(const case_env& env) { return raw_round_trip(env, 50, true); }
 
 // ---------------------------------------------------------------------------------------
 // coproc pool(1).apply(id, i), one worker; spin unset: the pool's default.
@@ -297,8 +303,8 @@ case_result coproc_replace(const case_env& env, coproc::start_method m) {
       next_us += t2 - t1;
     }
   }
-  r.metrics.push_back({"crash until exception us", died_us / env.iterations});
-  r.metrics.push_back({"next apply us", next_us / env.iterations});
+  r.metrics.push_back({"crash_to_exception_us", died_us / env.iterations});
+  r.metrics.push_back({"next_apply_us", next_us / env.iterations});
   p.close();
   p.join();
   return r;
@@ -336,6 +342,8 @@ void add_pool_groups(std::vector<group>& out, const options& opt) {
         {"coproc pool(1).apply, spin 50 us", role::info, coproc_apply_spin50, 200, it, dl},
         {"raw blocking round trip (socketpair, 16 B)", role::anchor, raw_blocking, 200, it, dl},
         {"raw round trip, both sides poll 50 us", role::anchor, raw_polling, 200, it, dl},
+        // What coproc's polling could do if it yielded the CPU between polls.
+        {"raw round trip, poll 50 us + sched_yield", role::info, raw_polling_yield, 200, it, dl},
         {"Python Pool(1).apply_async().get()", role::anchor, python_pool_apply_cpu, 200, it, dl},
         {"Python ProcessPoolExecutor(1).submit().result()", role::anchor, python_executor_submit,
          200, s ? 500 : 1500, dl},
@@ -364,11 +372,12 @@ void add_pool_groups(std::vector<group>& out, const options& opt) {
   }
   const struct {
     const char* label;
+    long param;
     case_fn replace, start_join;
     int warmup, iterations;
   } methods[] = {
-      {"fork", coproc_replace_fork, coproc_fork_start_join, 10, s ? 60 : 150},
-      {"spawn", coproc_replace_spawn, coproc_spawn_start_join, 3, s ? 15 : 30},
+      {"fork", 0, coproc_replace_fork, coproc_fork_start_join, 10, s ? 60 : 150},
+      {"spawn", 1, coproc_replace_spawn, coproc_spawn_start_join, 3, s ? 15 : 30},
   };
   for (const auto& m : methods) {
     group g;
@@ -376,6 +385,7 @@ void add_pool_groups(std::vector<group>& out, const options& opt) {
     g.title = std::string("pool: a worker killed by its task, until the exception, plus the "
                           "next apply (") + m.label + ")";
     g.param_label = m.label;
+    g.param = m.param;
     g.unit = "us";
     g.anchor = std::string("coproc ") + m.label + " start+join (no-op)";
     g.rounds = s ? 3 : 7;

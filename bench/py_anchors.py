@@ -83,10 +83,10 @@ def worker_cpu_us():
 
 
 def cpu_metrics(calls, caller_us, worker_us, idle_us):
-    print(f"m CPU us/call (caller+worker) {(caller_us + worker_us) / calls:.3f}")
-    print(f"m caller CPU us/call {caller_us / calls:.3f}")
-    print(f"m worker CPU us/call {worker_us / calls:.3f}")
-    print(f"m idle CPU us in 200 ms {idle_us:.3f}")
+    print(f"m cpu_us_per_call {(caller_us + worker_us) / calls:.3f}")
+    print(f"m caller_cpu_us_per_call {caller_us / calls:.3f}")
+    print(f"m worker_cpu_us_per_call {worker_us / calls:.3f}")
+    print(f"m idle_cpu_us_in_200ms {idle_us:.3f}")
 
 
 def round_trips(args, call):
