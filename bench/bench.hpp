@@ -82,6 +82,7 @@ void add_async_groups(std::vector<group>& out, const options& opt);
 void add_fork_memory_groups(std::vector<group>& out, const options& opt);
 void add_ipc_groups(std::vector<group>& out, const options& opt);
 void add_handshake_groups(std::vector<group>& out, const options& opt);
+void add_pool_groups(std::vector<group>& out, const options& opt);
 void add_selftest_groups(std::vector<group>& out, const options& opt);
 
 // fork + pidfd_open, the pidfd awaited by a coroutine through Asio's stream_descriptor: the

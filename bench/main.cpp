@@ -281,6 +281,7 @@ int main(int argc, char** argv) {
   add_fork_memory_groups(groups, opt);
   add_ipc_groups(groups, opt);
   add_handshake_groups(groups, opt);
+  add_pool_groups(groups, opt);
   if (opt.selftest) add_selftest_group(groups);
   if (list) {
     std::set<std::string> seen;

@@ -91,6 +91,12 @@ std::string metric_label(const std::string& name) {
       {"parent_faults_per_child", "parent page faults/child"},
       {"heap_bytes_per_child", "heap B/child"},
       {"heap_bytes_per_child_incl_coroutine", "heap B/child (with coroutine frame)"},
+      {"cpu_us_per_call", "CPU us/call (caller+worker)"},
+      {"caller_cpu_us_per_call", "caller"},
+      {"worker_cpu_us_per_call", "worker"},
+      {"idle_cpu_us_in_200ms", "CPU us in 200 ms idle"},
+      {"crash_to_exception_us", "crash until exception us"},
+      {"next_apply_us", "next apply us"},
   };
   auto it = labels.find(name);
   return it == labels.end() ? name : it->second;
@@ -290,6 +296,32 @@ std::vector<verdict> evaluate_targets(const std::vector<group_summary>& gs) {
     }
     out.push_back(v);
   }
+  // The worker pool (issue 10).
+  out.push_back(ratio_target(gs, "pool apply, spin 0, within 1.3x of a raw blocking round trip",
+                             "pool_apply", -1, "coproc pool(1).apply, spin 0",
+                             "raw blocking round trip (socketpair, 16 B)", 1.3, false));
+  out.push_back(ratio_target(gs, "pool apply, default spin, >= 4x faster than Python's Pool(1)",
+                             "pool_apply", -1, "coproc pool(1).apply, default spin",
+                             "Python Pool(1).apply_async().get()", 4, true));
+  {
+    // Throughput: higher is better, so the ratio is coproc over Python.
+    auto v = ratio_target(gs, "pool map >= 3x Python's Pool(cpu_count()).map throughput",
+                          "pool_map", -1, "Python Pool(cpu_count()).map, default chunks",
+                          "coproc pool.map, default chunks", 3, true);
+    if (v.state != "n/a") {
+      const auto* g = find_group(gs, "pool_map", -1);
+      const double r = *median_of_variant(g, "coproc pool.map, default chunks") /
+                       *median_of_variant(g, "Python Pool(cpu_count()).map, default chunks");
+      v.figure = fmt_ratio(r) + " Python's throughput";
+    }
+    out.push_back(v);
+  }
+  for (const auto& [param, label] : {std::pair{0L, "fork"}, std::pair{1L, "spawn"}})
+    out.push_back(ratio_target(gs,
+                               std::string("pool worker replaced within 1.5x of a start+join, ") +
+                                   label,
+                               "pool_replace", param, "coproc pool(1): apply(crash) + apply(id)",
+                               std::string("coproc ") + label + " start+join (no-op)", 1.5, false));
   return out;
 }
 
