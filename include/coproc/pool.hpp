@@ -455,6 +455,7 @@ class pool {
     try {
       for (; i < chunks; ++i) {
         bytes request;
+        request.reserve(64 + chunksize * 8);  // growing a megabyte chunk costs copies and faults
         core_->begin_request(request, true, fn);
         detail::append_chunk<Star>(request, it, end, chunksize);
         core_->submit({std::move(request), sink, i});

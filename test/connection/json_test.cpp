@@ -1052,3 +1052,43 @@ for v in [{1: 'a', -2: 'b'}, 10**30, 1.0, float(2**53 + 1), [1, 2.5, 'h\u00e9\U0
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// Arrays of integers (a pool's map: its results, and each worker's chunk of argument lists)
+// are read without the parse tree; the answers and the errors must be the general reader's.
+BOOST_AUTO_TEST_SUITE(json_integer_arrays)
+
+BOOST_AUTO_TEST_CASE(read_as_the_general_reader_reads_them) {
+  auto text = [](std::string_view s) { return coproc::as_bytes(s); };
+  BOOST_TEST(from_message<std::vector<int>>(text("[1,-2,3,0,-0]")) == (std::vector<int>{1, -2, 3, 0, 0}));
+  BOOST_TEST(from_message<std::vector<int>>(text("[]")).empty());
+  // Whitespace and other forms go to the general reader, which accepts them.
+  BOOST_TEST(from_message<std::vector<int>>(text(" [ 1 , 2 ] ")) == (std::vector<int>{1, 2}));
+  BOOST_TEST(from_message<std::vector<std::int64_t>>(text("[9223372036854775807,-9223372036854775808]")) ==
+             (std::vector<std::int64_t>{INT64_MAX, INT64_MIN}));
+  BOOST_TEST(from_message<std::vector<std::int8_t>>(text("[127,-128]")) == (std::vector<std::int8_t>{127, -128}));
+  using args = std::vector<std::tuple<int, long>>;
+  BOOST_TEST((from_message<args>(text("[[1,2],[-3,4]]")) == args{{1, 2L}, {-3, 4L}}));
+  BOOST_TEST((from_message<std::vector<std::tuple<int>>>(text("[[7],[8]]")) ==
+              std::vector<std::tuple<int>>{{7}, {8}}));
+}
+
+BOOST_AUTO_TEST_CASE(what_does_not_fit_is_the_general_readers_error) {
+  auto text = [](std::string_view s) { return coproc::as_bytes(s); };
+  BOOST_CHECK_THROW(from_message<std::vector<int>>(text("[2147483648]")), coproc::message_error);
+  BOOST_CHECK_THROW(from_message<std::vector<std::int8_t>>(text("[128]")), coproc::message_error);
+  BOOST_CHECK_THROW(from_message<std::vector<unsigned>>(text("[-1]")), coproc::message_error);
+  BOOST_CHECK_THROW(from_message<std::vector<int>>(text("[01]")), coproc::message_error);
+  BOOST_CHECK_THROW(from_message<std::vector<int>>(text("[1,]")), coproc::message_error);
+  BOOST_CHECK_THROW(from_message<std::vector<int>>(text("[1] x")), coproc::message_error);
+  BOOST_CHECK_THROW(from_message<std::vector<int>>(text("[\"1\"]")), coproc::message_error);
+  BOOST_CHECK_THROW((from_message<std::vector<std::tuple<int, int>>>(text("[[1]]"))), coproc::message_error);
+  BOOST_CHECK_THROW((from_message<std::vector<std::tuple<int>>>(text("[[1,2]]"))), coproc::message_error);
+  try {
+    from_message<std::vector<int>>(text("[1,2,99999999999]"));
+    BOOST_FAIL("no exception");
+  } catch (const coproc::message_error& e) {
+    BOOST_TEST(std::string(e.what()).find("[2]") != std::string::npos, e.what());
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()

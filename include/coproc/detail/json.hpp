@@ -809,10 +809,106 @@ bytes to_message(const T& value) {
   return out;
 }
 
+namespace json {
+
+// A fast path for the messages of a pool's map: an array of integers, or of arrays of
+// integers (a chunk of argument lists). Read straight from the text, without the parse tree;
+// anything unusual (whitespace, a number that is not a plain integer, out of range) returns
+// false and the general reader takes over, with its exact errors.
+template <class T>
+struct fast_integer
+    : std::bool_constant<std::is_integral_v<T> && !std::is_same_v<T, bool> &&
+                         !std::is_same_v<T, char> && !std::is_same_v<T, wchar_t> &&
+                         !std::is_same_v<T, char8_t> && !std::is_same_v<T, char16_t> &&
+                         !std::is_same_v<T, char32_t>> {};
+template <class T>
+struct fast_element : fast_integer<T> {};
+template <class... Is>
+struct fast_element<std::tuple<Is...>> : std::bool_constant<(fast_integer<Is>::value && ...)> {};
+template <class T>
+struct fast_array : std::false_type {};
+template <class T, class A>
+struct fast_array<std::vector<T, A>> : fast_element<T> {};
+
+template <class I>
+bool fast_read_integer(const char*& p, const char* end, I& out) noexcept {
+  bool negative = false;
+  if (p < end && *p == '-') {
+    negative = true;
+    ++p;
+  }
+  const char* first = p;
+  std::uint64_t m = 0;
+  while (p < end && *p >= '0' && *p <= '9') {
+    if (p - first >= 18) return false;  // long numbers: the general reader checks the range
+    m = m * 10 + static_cast<std::uint64_t>(*p - '0');
+    ++p;
+  }
+  if (p == first || (*first == '0' && p - first > 1)) return false;
+  if (negative) {
+    if constexpr (std::is_unsigned_v<I>) {
+      if (m != 0) return false;
+      out = 0;
+    } else {
+      if (m > static_cast<std::uint64_t>(std::numeric_limits<I>::max()) + 1) return false;
+      out = static_cast<I>(-static_cast<std::int64_t>(m));
+    }
+  } else {
+    if (m > static_cast<std::uint64_t>(std::numeric_limits<I>::max())) return false;
+    out = static_cast<I>(m);
+  }
+  return true;
+}
+
+template <class T>
+bool fast_read_element(const char*& p, const char* end, T& out) noexcept {
+  if constexpr (fast_integer<T>::value) {
+    return fast_read_integer(p, end, out);
+  } else {
+    if (p == end || *p != '[') return false;
+    ++p;
+    bool ok = true;
+    std::size_t i = 0;
+    std::apply(
+        [&](auto&... v) {
+          ((ok = ok && (i++ == 0 || (p < end && *p++ == ',')) && fast_read_integer(p, end, v)),
+           ...);
+        },
+        out);
+    if (!ok || p == end || *p != ']') return false;
+    ++p;
+    return true;
+  }
+}
+
+template <class V>
+bool fast_read_array(std::span<const std::byte> text, V& out) {
+  const char* p = reinterpret_cast<const char*>(text.data());
+  const char* const end = p + text.size();
+  if (p == end || *p != '[') return false;
+  ++p;
+  if (p < end && *p == ']') return p + 1 == end;
+  out.reserve(text.size() / 8);
+  for (;;) {
+    typename V::value_type v{};
+    if (!fast_read_element(p, end, v)) return false;
+    out.push_back(v);
+    if (p == end) return false;
+    if (*p == ']') return p + 1 == end;
+    if (*p++ != ',') return false;
+  }
+}
+
+}  // namespace json
+
 template <class T>
 T from_message(std::span<const std::byte> text) {
   static_assert(!std::is_reference_v<T> && !std::is_const_v<T>,
                 "coproc: receive a typed message as a plain value type");
+  if constexpr (json::fast_array<T>::value) {
+    T out;
+    if (json::fast_read_array(text, out)) return out;
+  }
   const json::document doc(text, typeid(T));
   json::reader r(typeid(T));
   std::optional<T> v = json::read_new<T>(r, doc.root());
