@@ -121,6 +121,32 @@ BOOST_AUTO_TEST_CASE(close_lets_queued_tasks_finish) {
   }
 }
 
+// An imap created before close() and read afterwards: the chunks it had sent come; the rest
+// of its input is refused ("Pool not running"), where Python's imap would still run it (its
+// task handler keeps feeding a closed pool). Reported as a gap; here only: no hang, and what
+// comes is right.
+BOOST_AUTO_TEST_CASE(an_imap_read_across_close_does_not_hang) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      auto it = p.imap(pool_tasks::sqr, std::vector<int>{0, 1, 2, 3, 4, 5}, 1);
+      BOOST_TEST(it.next(60s) == std::optional<int>(0));  // sends the window's chunks
+      p.close();
+      std::vector<int> got{0};
+      bool refused = false;
+      try {
+        while (auto v = it.next(60s)) got.push_back(*v);
+      } catch (const std::logic_error& e) {
+        refused = true;
+        BOOST_TEST(contains(e.what(), "Pool not running"), e.what());
+      }
+      for (std::size_t i = 0; i < got.size(); ++i) BOOST_TEST(got[i] == int(i * i));
+      BOOST_TEST((refused || got.size() == 6u));
+      p.join();
+    }
+  }
+}
+
 // async_join completes once the closed pool's workers have ended (after their tasks).
 BOOST_AUTO_TEST_CASE(async_join_after_close) {
   for (auto m : all_methods) {
@@ -169,7 +195,10 @@ BOOST_AUTO_TEST_CASE(terminate_fails_pending_tasks) {
       std::vector<coproc::async_result<int>> queued;
       for (int i = 0; i < 5; ++i) queued.push_back(p.apply_async(pool_tasks::sqr, i));
       auto mapped = p.map_async(pool_tasks::sqr, std::vector<int>{1, 2, 3}, 1);
-      auto it = p.imap_unordered(pool_tasks::sqr, std::vector<int>{1, 2, 3}, 1);
+      // An imap whose chunks are all sent (two, the window of one worker): next() sends them
+      // and gives up waiting.
+      auto it = p.imap_unordered(pool_tasks::sqr, std::vector<int>{1, 2}, 1);
+      BOOST_CHECK_THROW(it.next(1ms), coproc::timeout_error);
       // A blocking caller on another thread, waiting in the queue.
       std::promise<std::string> blocked;
       std::thread caller([&] {
@@ -205,7 +234,7 @@ BOOST_AUTO_TEST_CASE(terminate_fails_pending_tasks) {
           BOOST_TEST(contains(e.what(), "terminated"), e.what());
         }
       }
-      BOOST_TEST(failed >= 1);
+      BOOST_TEST(failed == 2);
       if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
     }
   }
