@@ -7,6 +7,7 @@
 #include <chrono>
 #include <future>
 #include <optional>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -143,6 +144,29 @@ BOOST_AUTO_TEST_CASE(an_imap_read_across_close_does_not_hang) {
       for (std::size_t i = 0; i < got.size(); ++i) BOOST_TEST(got[i] == int(i * i));
       BOOST_TEST((refused || got.size() == 6u));
       p.join();
+    }
+  }
+}
+
+// An imap dropped half-read: its chunks in flight end in a window nobody reads; the pool goes
+// on, and close/join end.
+BOOST_AUTO_TEST_CASE(an_imap_dropped_half_read) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 2, .method = m});
+      {
+        auto it = p.imap(pool_tasks::sqr, std::views::iota(0, 1000), 3);
+        BOOST_TEST(it.next(60s) == std::optional<int>(0));
+        BOOST_TEST(it.next(60s) == std::optional<int>(1));
+      }
+      {
+        auto it = p.imap_unordered(pool_tasks::sleep_ms, std::vector<int>(8, 1), 1);
+        BOOST_TEST(it.next(60s).has_value());
+      }
+      BOOST_TEST(p.map(pool_tasks::sqr, std::vector<int>{3}) == (std::vector<int>{9}));
+      p.close();
+      p.join();
+      if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
     }
   }
 }
@@ -311,6 +335,13 @@ BOOST_AUTO_TEST_CASE(no_leaked_descriptors_or_zombies) {
 // A forked child of the pool's creator cannot use the pool (its workers are not the child's).
 BOOST_AUTO_TEST_CASE(a_pool_in_another_process_is_misuse) {
   coproc::pool p({.processes = 1, .method = coproc::start_method::fork});
+  // The pool's own thread makes this process multi-threaded: the child only writes a line.
+  const auto policy = coproc::get_fork_thread_policy();
+  coproc::set_fork_thread_policy(coproc::fork_thread_policy::allow);
+  struct restore {
+    coproc::fork_thread_policy p;
+    ~restore() { coproc::set_fork_thread_policy(p); }
+  } restore_policy{policy};
   coproc_test::test_pipe out;
   coproc::process child(
       coproc::process_options{.method = coproc::start_method::fork},
