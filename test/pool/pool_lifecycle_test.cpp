@@ -264,6 +264,39 @@ BOOST_AUTO_TEST_CASE(terminate_fails_pending_tasks) {
   }
 }
 
+// terminate() while a blocking caller reads its own worker's reply (the worker was idle, so the
+// caller claimed it): the caller's apply fails with "terminated" and returns.
+BOOST_AUTO_TEST_CASE(terminate_ends_a_blocking_callers_wait) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      pool_test::fifo gate;
+      std::promise<std::string> outcome;
+      std::thread caller([&] {
+        try {
+          p.apply(pool_tasks::wait_fifo, gate.path(), 1);
+          outcome.set_value("returned");
+        } catch (const std::exception& e) {
+          outcome.set_value(e.what());
+        }
+      });
+      BOOST_REQUIRE(gate.wait_started());
+      p.terminate();
+      auto f = outcome.get_future();
+      const bool ended = f.wait_for(60s) == std::future_status::ready;
+      if (!ended) gate.release();  // unblocks a caller that was left waiting
+      caller.join();
+      BOOST_TEST(ended);
+      if (ended) {
+        const auto what = f.get();
+        BOOST_TEST(contains(what, "terminated"), what);
+      }
+      p.join();
+      if (m != coproc::start_method::forkserver) BOOST_TEST(!coproc_test::has_zombie_child());
+    }
+  }
+}
+
 // The destructor with tasks in flight (running, queued, a blocked imap) terminates and returns.
 BOOST_AUTO_TEST_CASE(destructor_with_tasks_in_flight) {
   for (auto m : all_methods) {
