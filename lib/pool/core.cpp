@@ -321,6 +321,7 @@ struct pool_core::impl {
         queue.push_front(std::move(s->job));
         s->job = {};
         s->deadline.reset();
+        s->proc->kill();  // should a send have failed otherwise, the worker ends all the same
         requeued = true;
       } else {
         bytes().swap(s->job.message);
@@ -770,6 +771,7 @@ pool_outcome pool_core::call(bytes request, std::optional<std::chrono::nanosecon
         s.dispatch(g2);
       }
     }
+    w->proc->kill();  // should the send have failed otherwise, the worker ends all the same
     s.worker_ended(*w);
     if (instead) return std::move(*instead);
     return sink->wait();
