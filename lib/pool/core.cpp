@@ -73,6 +73,7 @@ class join_wait final : public operation<> {
   using operation::operation;
   void start() {
     auto l = lock();
+    if (done()) return;  // the workers ended since the wait was listed: the handler is gone
     accept_cancellation();
   }
   void finish() {
@@ -811,7 +812,7 @@ void pool_core::terminate() {
     failed = std::move(s.queue);
     s.retry_at.reset();
     for (auto& w : s.slots)
-      if (w->proc && (w->state == impl::slot_state::idle || w->state == impl::slot_state::busy))
+      if ((w->state == impl::slot_state::idle || w->state == impl::slot_state::busy) && w->proc)
         w->proc->kill();
   }
   pool_outcome o;
