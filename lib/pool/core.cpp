@@ -86,6 +86,7 @@ class join_wait final : public operation<> {
   using operation::operation;
   void start() {
     auto l = lock();
+    if (done()) return;  // the workers ended since the wait was listed: the handler is gone
     accept_cancellation();
   }
   void finish() {
@@ -327,17 +328,34 @@ struct pool_core::impl {
     if (ready.empty()) return;
     if (any_deadline) update_timer();
     l.unlock();
+    bool requeued = false;
     for (auto [s, seq] : ready) {
+      bool sent = true;
       try {
         pool_wire::send(s->channel.get(), {}, s->job.message);
       } catch (const std::system_error&) {
-        // The worker is gone: its sentinel says so once armed.
+        sent = false;
       }
-      bytes().swap(s->job.message);
       std::lock_guard g(mutex);
+      if (!sent && s->seq == seq && state != pool_state::terminated) {
+        // The worker had ended (killed while idle) before the request reached it: the task did
+        // not run. It goes back to the queue; the slot stays busy without a task until its
+        // sentinel reports the end (then it is reaped and replaced, failing nothing).
+        queue.push_front(std::move(s->job));
+        s->job = {};
+        s->deadline.reset();
+        s->proc->kill();  // should a send have failed otherwise, the worker ends all the same
+        requeued = true;
+      } else {
+        bytes().swap(s->job.message);
+      }
       if (s->seq == seq) arm_busy(*s);
     }
     l.lock();
+    if (requeued) {
+      update_timer();
+      dispatch(l);  // to another idle worker, if any
+    }
   }
 
   // The reply in `frame` for the task of `s` (busy, owned by this thread). Returns the outcome
@@ -758,7 +776,29 @@ pool_outcome pool_core::call(bytes request, std::optional<std::chrono::nanosecon
   try {
     pool_wire::send(w->channel.get(), {}, request);
   } catch (const std::system_error&) {
-    // Gone: the wait below sees its sentinel.
+    // The worker had ended (killed while idle) before the request reached it: the task did
+    // not run, so this is not the task's failure. The request goes to the queue (for a live
+    // worker, or this one's replacement), and the worker is reaped and replaced.
+    auto sink = std::make_shared<blocking_sink>();
+    std::optional<pool_outcome> instead;
+    {
+      std::unique_lock g2(s.mutex);
+      w->state = impl::slot_state::ending;
+      ++w->seq;
+      if (s.state == impl::pool_state::terminated) {
+        instead.emplace();
+        instead->what = pool_outcome::kind::terminated;
+      } else if (s.broken) {
+        instead = s.broken;
+      } else {
+        s.queue.push_back({std::move(request), sink, 0, timeout});
+        s.dispatch(g2);
+      }
+    }
+    w->proc->kill();  // should the send have failed otherwise, the worker ends all the same
+    s.worker_ended(*w);
+    if (instead) return std::move(*instead);
+    return sink->wait();
   }
   bytes frame;
   auto g = pool_wire::receive(w->channel.get(), frame, s.spin, w->sentinel, deadline);
@@ -795,7 +835,7 @@ void pool_core::terminate() {
     failed = std::move(s.queue);
     s.retry_at.reset();
     for (auto& w : s.slots)
-      if (w->proc && (w->state == impl::slot_state::idle || w->state == impl::slot_state::busy))
+      if ((w->state == impl::slot_state::idle || w->state == impl::slot_state::busy) && w->proc)
         w->proc->kill();
   }
   pool_outcome o;

@@ -67,6 +67,7 @@ class outcome_wait final : public operation<> {
   using operation::operation;
   void start(std::optional<std::chrono::nanoseconds> timeout) {
     auto l = lock();
+    if (done()) return;  // the outcome came since the wait was listed: the handler is gone
     accept_cancellation();
     if (timeout) arm_deadline(*timeout);
   }

@@ -193,6 +193,19 @@ BOOST_AUTO_TEST_CASE(cancelling_a_wait_leaves_the_task_running) {
       io.run();
       BOOST_TEST(cancelled_ec == asio::error::operation_aborted);
       BOOST_TEST(!r.ready());
+      // A wait with a timeout gives up the same way (timed_out); the task runs on.
+      io.restart();
+      boost::system::error_code timed_ec;
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            auto [ec, v] = co_await r.async_get(10ms, asio::as_tuple(asio::use_awaitable));
+            timed_ec = ec;
+          },
+          asio::detached);
+      io.run();
+      BOOST_TEST(timed_ec == asio::error::timed_out);
+      BOOST_TEST(!r.ready());
       BOOST_REQUIRE(gate.wait_started());
       gate.release();
       BOOST_TEST(r.get(60s) == 11);

@@ -96,15 +96,14 @@ inline int sleep_ms(int ms) {
 COPROC_TARGET(sleep_ms);
 
 // Opens the named pipe `path` for reading (which waits until the test opens it for writing:
-// that tells the test the task has started), reads until the test closes it, returns `value`.
+// that tells the test the task has started), reads one byte (or the end: the test wrote or
+// closed it), returns `value`. A byte, not only the end: a worker forked later holds a copy of
+// the test's write end.
 inline int wait_fifo(std::string path, int value) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "open fifo");
-  char buf[64];
-  for (;;) {
-    const auto n = ::read(fd, buf, sizeof buf);
-    if (n == 0) break;
-    if (n < 0 && errno != EINTR) break;
+  char c;
+  while (::read(fd, &c, 1) < 0 && errno == EINTR) {
   }
   ::close(fd);
   return value;
@@ -171,7 +170,16 @@ class fifo {
   }
   // Lets the task return (it reads the end of the pipe). The task must have started.
   void release() {
-    if (w_ >= 0) ::close(w_);
+    if (w_ >= 0) {
+      // Through a descriptor that reads too: a task killed meanwhile (terminate) leaves no
+      // reader, and a write to a pipe without one would be SIGPIPE for the test.
+      const int rw = ::open(path_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+      if (rw >= 0) {
+        coproc_test::write_all(rw, "x", 1);
+        ::close(rw);
+      }
+      ::close(w_);
+    }
     w_ = -1;
   }
 
