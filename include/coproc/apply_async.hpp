@@ -88,6 +88,18 @@ bool exception_ends_child() noexcept;  // in a catch(...): coproc::exit or a for
 
 }  // namespace detail
 
+namespace detail {
+// async_get's completion signature; `void(error_code, void)` must never be named.
+template <class R>
+struct get_signature {
+  using type = void(boost::system::error_code, R);
+};
+template <>
+struct get_signature<void> {
+  using type = void(boost::system::error_code);
+};
+}  // namespace detail
+
 /// The result of apply_async: Python's AsyncResult.
 ///
 /// @par Thread Safety
@@ -165,8 +177,7 @@ class async_result {
 
   template <class Token>
   auto start_get(std::optional<std::chrono::nanoseconds> timeout, Token&& token) const {
-    using signature = std::conditional_t<std::is_void_v<R>, void(boost::system::error_code),
-                                         void(boost::system::error_code, R)>;
+    using signature = typename detail::get_signature<R>::type;
     return boost::asio::async_initiate<Token, signature>(
         [](auto handler, std::shared_ptr<detail::result_state> st,
            std::optional<std::chrono::nanoseconds> t) {

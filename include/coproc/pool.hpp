@@ -209,8 +209,18 @@ class imap_result {
         feed_ = nullptr;  // the input (and what it holds) is released as soon as it ends
         break;
       }
-      window_->expect(index_);
-      core_->submit({std::move(request), window_, index_++});
+      try {
+        core_->submit({std::move(request), window_, index_, std::nullopt, true});
+      } catch (...) {
+        // Not sent (the pool was joined or terminated): the chunks already sent still come,
+        // then this error (once), then the end.
+        input_error_ = std::current_exception();
+        exhausted_ = true;
+        feed_ = nullptr;
+        break;
+      }
+      // Counted once sent (this thread is the only consumer, so nothing is taken meanwhile).
+      window_->expect(index_++);
     }
     return window_->outstanding() > 0;
   }

@@ -134,6 +134,7 @@ struct pool_core::impl {
     bool claimed = false;        // a blocking caller reads the reply
     bool deadline_kill = false;  // killed for missing its deadline
     bool idle_armed = false;     // its sentinel is armed for `seq` and has not fired
+    bool retiring = false;       // told to end (closed pool): never given a task again
     std::uint64_t seq = 0;
     std::uint64_t tasks = 0;
     pool_request job;  // in flight (no sink: a blocking caller's)
@@ -163,6 +164,7 @@ struct pool_core::impl {
   std::optional<clock::time_point> retry_at;
   std::vector<std::shared_ptr<join_wait>> join_waiters;  // owned until the workers end
   bool stopping = false;
+  bool joined = false;  // join() returned: the pool's thread is gone, nothing more is accepted
   std::once_flag stopped;
 
   // ---- epoll ---------------------------------------------------------------------------
@@ -235,6 +237,7 @@ struct pool_core::impl {
     s.channel = std::move(ours);
     s.proc.emplace(std::move(*p));
     s.tasks = 0;
+    s.retiring = false;
     s.deadline_kill = false;
     s.claimed = false;
     // Registered disarmed; armed when the slot changes hands.
@@ -295,12 +298,19 @@ struct pool_core::impl {
       arm_idle(s);
     }
     if (!queue.empty()) return dispatch(l);
-    if (state == pool_state::closed) ::shutdown(s.channel.get(), SHUT_WR);  // it ends
+    if (state == pool_state::closed) retire(s);
+  }
+
+  // Under the lock: the idle worker of a closed pool with nothing left to do reads the end of
+  // its socket and exits; its sentinel then reaps it.
+  void retire(slot& s) {
+    s.retiring = true;
+    ::shutdown(s.channel.get(), SHUT_WR);
   }
 
   slot* idle_slot() {
     for (auto& s : slots)
-      if (s->state == slot_state::idle) return s.get();
+      if (s->state == slot_state::idle && !s->retiring) return s.get();
     return nullptr;
   }
 
@@ -605,7 +615,7 @@ struct pool_core::impl {
 
   // Under the lock.
   bool all_ended() const {
-    if (state == pool_state::running) return false;
+    if (state == pool_state::running || !queue.empty()) return false;
     for (auto& s : slots)
       if (s->state != slot_state::ended) return false;
     return true;
@@ -737,7 +747,9 @@ void pool_core::submit(pool_request request) {
   if (self_pid() != s.creator)
     throw std::logic_error("a pool can only be used by the process that created it");
   std::unique_lock l(s.mutex);
-  if (s.state != impl::pool_state::running) throw std::logic_error("Pool not running");
+  if (s.state != impl::pool_state::running &&
+      !(s.state == impl::pool_state::closed && request.continuation && !s.joined))
+    throw std::logic_error("Pool not running");
   if (s.broken) {
     pool_outcome o = *s.broken;
     l.unlock();
@@ -745,6 +757,21 @@ void pool_core::submit(pool_request request) {
     return;
   }
   s.queue.push_back(std::move(request));
+  // A closed pool whose workers have all ended gets one back for an imap's next chunk.
+  impl::slot* revive = nullptr;
+  if (s.state == impl::pool_state::closed) {
+    bool alive = false;
+    for (auto& w : s.slots) alive |= w->state != impl::slot_state::ended;
+    if (!alive) {
+      revive = s.slots.front().get();
+      revive->state = impl::slot_state::starting;
+    }
+  }
+  if (revive) {
+    l.unlock();
+    s.replace(*revive);
+    return;
+  }
   s.dispatch(l);
 }
 
@@ -820,7 +847,7 @@ void pool_core::close() {
   s.state = impl::pool_state::closed;
   if (!s.queue.empty()) return;
   for (auto& w : s.slots)
-    if (w->state == impl::slot_state::idle) ::shutdown(w->channel.get(), SHUT_WR);
+    if (w->state == impl::slot_state::idle) s.retire(*w);
   l.unlock();
   s.notify_join();
 }
@@ -851,6 +878,7 @@ void pool_core::join() {
     if (s.state == impl::pool_state::running)
       throw std::logic_error("Pool is still running: call close() or terminate() before join()");
     s.changed.wait(l, [&] { return s.all_ended(); });
+    s.joined = true;
   }
   s.stop_engine();
 }

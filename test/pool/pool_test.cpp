@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <coproc/coproc.hpp>
@@ -39,6 +41,11 @@ int sleep_ms(int ms) {
 COPROC_TARGET(sleep_ms);
 pid_t worker_pid() { return ::getpid(); }
 COPROC_TARGET(worker_pid);
+int calls = 0;
+void count_call() { ++calls; }
+COPROC_TARGET(count_call);
+int calls_so_far() { return calls; }
+COPROC_TARGET(calls_so_far);
 }  // namespace pool_tasks
 
 namespace {
@@ -98,6 +105,28 @@ BOOST_AUTO_TEST_CASE(a_task_past_its_deadline_fails_and_its_worker_is_replaced) 
       BOOST_TEST(p.apply_within(10s, pool_tasks::sleep_ms, 300) == 300);
       BOOST_CHECK_THROW(p.apply_async_within(100ms, pool_tasks::sleep_ms, 100000).get(),
                         coproc::timeout_error);
+    }
+  }
+}
+
+// A function returning void: apply returns nothing, async_apply completes with the error code
+// alone (its signature must not name void(error_code, void)).
+BOOST_AUTO_TEST_CASE(void_functions_apply_and_async_apply) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      p.apply(pool_tasks::count_call);
+      p.apply_async(pool_tasks::count_call).get();
+      boost::asio::io_context io;
+      std::optional<boost::system::error_code> got;
+      p.async_apply(pool_tasks::count_call, std::tuple<>{},
+                    boost::asio::bind_executor(io, [&](boost::system::error_code ec) { got = ec; }));
+      io.run();
+      BOOST_REQUIRE(got.has_value());
+      BOOST_TEST(!*got);
+      BOOST_TEST(p.apply(pool_tasks::calls_so_far) == 3);  // one worker ran all three
+      const auto v = p.map(pool_tasks::sqr, std::vector<int>{});
+      BOOST_TEST(v.empty());
     }
   }
 }

@@ -72,6 +72,9 @@ struct pool_request {
   std::shared_ptr<pool_sink> sink;
   std::size_t index = 0;
   std::optional<std::chrono::nanoseconds> timeout{};  // unset: the pool's task_timeout
+  // A later message of a call made while the pool ran (an imap's next chunk): accepted after
+  // close() until join(), as Python's eager imap would have queued it before close().
+  bool continuation = false;
 };
 
 // How a task's function reaches a worker: by address under fork, by registered key otherwise.
