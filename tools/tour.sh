@@ -17,7 +17,7 @@ section "The blocking API (examples/blocking.cpp)"
 build/examples/blocking
 
 if [ -x build/examples/async_server ]; then
-  section "An async server isolating jobs in children (examples/async_server.cpp)"
+  section "An async server isolating jobs in pool workers, behind deadlines (examples/async_server.cpp)"
   build/examples/async_server --demo
 fi
 
