@@ -35,8 +35,8 @@
 //
 // What it shows (docs/server-example.md explains it at length):
 // - a coroutine per connection, many requests per connection, every connection served at
-//   once while jobs run: `co_await result.async_get(timeout, as_tuple(use_awaitable))` is an
-//   ordinary Asio operation (timed, in slices: see session::run);
+//   once while jobs run: `co_await result.async_get(as_tuple(use_awaitable))` is an
+//   ordinary Asio operation;
 // - a coproc::pool of --processes workers shared by every connection; each job is
 //   `pool.apply_async_within(deadline, job, arg)`: past its deadline the pool kills the
 //   worker (SIGKILL) and starts another, and the job fails with coproc::errc::task_timed_out;
@@ -422,16 +422,8 @@ asio::awaitable<std::string> session::run(const request& req) {
     co_return head + "error " + e.what();
   }
   // Waiting for a job is an Asio operation: it completes on this connection's strand, and
-  // the thread that ran the coroutine serves other connections meanwhile. The wait is
-  // timed, in slices, and a slice that passes (timed_out: the job runs on) waits again:
-  // with this version of coproc the untimed async_get(token) of a pool result never completes
-  // (its handler is dropped), while the timed form does.
-  boost::system::error_code ec;
-  std::string result;
-  do {
-    std::tie(ec, result) = co_await job->async_get(std::chrono::minutes(1),
-                                                   asio::as_tuple(asio::use_awaitable));
-  } while (ec == asio::error::timed_out);
+  // the thread that ran the coroutine serves other connections meanwhile.
+  auto [ec, result] = co_await job->async_get(asio::as_tuple(asio::use_awaitable));
   const auto ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
 
@@ -498,9 +490,7 @@ int serve(const server_options& o, F on_listening) {
   for (unsigned i = 1; i < o.threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
   ioc.run();  // returns once the server has stopped and every connection has ended
   for (auto& t : threads) t.join();
-  // stop() terminated the pool: its workers are killed, and this reaps them (at once). A
-  // blocking join, here where no handler waits any more: with this version of coproc,
-  // pool::async_join(token) drops its handler.
+  // stop() terminated the pool: its workers are killed, and this reaps them (at once).
   workers.join();
   return 0;
 }
