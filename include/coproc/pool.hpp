@@ -2,6 +2,7 @@
 // with deadlines, crash recovery and awaitable twins). docs/pool.md tells the whole story.
 #pragma once
 
+#include <charconv>
 #include <chrono>
 #include <cstddef>
 #include <exception>
@@ -64,6 +65,28 @@ inline std::size_t default_chunksize(std::size_t n, int workers) {
 // many were taken. Star: each item already is an argument array (a tuple or pair).
 template <bool Star, class It, class End>
 std::size_t append_chunk(bytes& out, It& it, const End& end, std::size_t max) {
+  using item = std::remove_cvref_t<decltype(*it)>;
+  if constexpr (!Star && json::fast_integer<item>::value) {
+    // Integers, the common map: written straight into the buffer ("[[1],[2]]"), 24 bytes a
+    // number at most, instead of through the general writer.
+    const std::size_t start = out.size();
+    std::size_t n = 0, at = start;
+    out.push_back(std::byte{'['});
+    ++at;
+    for (; n < max && it != end; ++it, ++n) {
+      if (out.size() < at + 28) out.resize(std::max(out.size() * 2, at + 28 * 64));
+      char* p = reinterpret_cast<char*>(out.data()) + at;
+      char* const first = p;
+      if (n) *p++ = ',';
+      *p++ = '[';
+      p = std::to_chars(p, p + 24, static_cast<item>(*it)).ptr;
+      *p++ = ']';
+      at += static_cast<std::size_t>(p - first);
+    }
+    out.resize(at);
+    out.push_back(std::byte{']'});
+    return n;
+  }
   json::writer w(out, typeid(void));
   w.open('[');
   std::size_t n = 0;

@@ -11,6 +11,7 @@
 // exec, or SCM_RIGHTS to a forkserver) and the array holds their place as a handed_connection.
 #pragma once
 
+#include <charconv>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -198,6 +199,18 @@ struct function_parameters<R(P...)> {
         w.null();
       }
       w.close(']');
+    } else if constexpr (json::fast_integer<R>::value) {
+      // Integer results, the common map: straight into the buffer, 21 bytes a number at most.
+      out.resize(items.size() * 21 + 2);
+      char* const first = reinterpret_cast<char*>(out.data());
+      char* p = first;
+      *p++ = '[';
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) *p++ = ',';
+        p = std::to_chars(p, p + 20, call(fn, items[i], std::index_sequence_for<P...>{})).ptr;
+      }
+      *p++ = ']';
+      out.resize(static_cast<std::size_t>(p - first));
     } else if constexpr (sendable_arg_v<R>) {
       json::writer w(out, typeid(std::vector<R>));
       w.open('[');
