@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -41,6 +42,8 @@ int sleep_ms(int ms) {
 COPROC_TARGET(sleep_ms);
 pid_t worker_pid() { return ::getpid(); }
 COPROC_TARGET(worker_pid);
+double not_a_number(int) { return std::nan(""); }
+COPROC_TARGET(not_a_number);
 int calls = 0;
 void count_call() { ++calls; }
 COPROC_TARGET(count_call);
@@ -105,6 +108,36 @@ BOOST_AUTO_TEST_CASE(a_task_past_its_deadline_fails_and_its_worker_is_replaced) 
       BOOST_TEST(p.apply_within(10s, pool_tasks::sleep_ms, 300) == 300);
       BOOST_CHECK_THROW(p.apply_async_within(100ms, pool_tasks::sleep_ms, 100000).get(),
                         coproc::timeout_error);
+    }
+  }
+}
+
+// A task whose arguments or result do not convert fails alone, with the typed messages' error:
+// an argument the worker cannot read as the parameter, a result JSON cannot say; an argument
+// that cannot even be sent throws from the call, and nothing is sent.
+BOOST_AUTO_TEST_CASE(a_task_whose_values_do_not_convert_fails_alone) {
+  for (auto m : all_methods) {
+    BOOST_TEST_CONTEXT(coproc::to_string(m)) {
+      coproc::pool p({.processes = 1, .method = m});
+      const pid_t worker = p.apply(pool_tasks::worker_pid);
+      try {
+        p.apply(pool_tasks::sqr, std::string("seven"));
+        BOOST_FAIL("no exception");
+      } catch (const coproc::remote_error& e) {
+        BOOST_TEST(e.type_name() == "coproc::message_error", e.what());
+        BOOST_TEST(e.message().find("int") != std::string::npos, e.what());
+      }
+      try {
+        p.apply(pool_tasks::not_a_number, 1);
+        BOOST_FAIL("no exception");
+      } catch (const coproc::remote_error& e) {
+        BOOST_TEST(e.message().find("NaN") != std::string::npos, e.what());
+      }
+      BOOST_CHECK_THROW(p.map(pool_tasks::not_a_number, std::vector<int>{1, 2}), coproc::remote_error);
+      BOOST_CHECK_THROW(p.apply(pool_tasks::add, std::nan(""), 1), coproc::message_error);
+      // None of it cost the worker its life.
+      BOOST_TEST(p.apply(pool_tasks::worker_pid) == worker);
+      BOOST_TEST(p.apply(pool_tasks::sqr, 7) == 49);
     }
   }
 }
