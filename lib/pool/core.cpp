@@ -13,7 +13,9 @@
 // was armed with, so an event about a previous task is recognised and dropped.
 #include <coproc/pool.hpp>
 
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -356,9 +358,9 @@ struct pool_core::impl {
         s->deadline.reset();
         s->proc->kill();  // should a send have failed otherwise, the worker ends all the same
         requeued = true;
-      } else {
-        bytes().swap(s->job.message);
       }
+      // The request is kept until its reply: a worker found dead with the request still unread
+      // had not started it, and it goes back to the queue (worker_ended).
       if (s->seq == seq) arm_busy(*s);
     }
     l.lock();
@@ -443,7 +445,7 @@ struct pool_core::impl {
   // The worker of `s` ended, or must (state busy, ending or idle, owned by this thread): reaps
   // it, fails its task (returned for a blocking caller's), and replaces it unless the pool is
   // ending.
-  std::optional<pool_outcome> worker_ended(slot& s) {
+  std::optional<pool_outcome> worker_ended(slot& s, bool* not_started = nullptr) {
     // A worker that ended while idle may have said why: its initializer threw.
     std::optional<pool_outcome> init_failure;
     {
@@ -459,11 +461,27 @@ struct pool_core::impl {
     }
     const int code = s.proc->join();
     const auto status = s.proc->status();
+    // Bytes of ours that no one has read: the request is still in the worker's socket, so the
+    // worker never started it (it reads a whole request before it calls). That happens when a
+    // worker dies while idle and the request reaches it before its sentinel is seen, and
+    // another process (the forkserver, a child forked meanwhile) still holds the worker's end,
+    // so that the send did not fail. (Once no process holds that end, the kernel drops what it
+    // held; but then the send itself failed, and dispatch() re-queued the request.)
+    int unread = 0;
+    if (::ioctl(s.channel.get(), SIOCOUTQ, &unread) != 0) unread = 0;
     std::unique_lock l(mutex);
     std::deque<pool_request> failed;
     if (init_failure) failed = set_broken(*init_failure);
     pool_request job = std::move(s.job);
-    const bool had_task = s.state == slot_state::busy;
+    bool had_task = s.state == slot_state::busy;
+    if (had_task && unread > 0 && state != pool_state::terminated && !s.deadline_kill &&
+        !init_failure) {
+      had_task = false;  // it fails nothing: it goes back to the queue, or to its caller
+      if (job.sink)
+        queue.push_front(std::move(job));
+      else if (not_started)
+        *not_started = true;
+    }
     pool_outcome o;
     if (state == pool_state::terminated) {
       o.what = pool_outcome::kind::terminated;
@@ -837,7 +855,20 @@ pool_outcome pool_core::call(bytes request, std::optional<std::chrono::nanosecon
     }
     w->proc->kill();
   }
-  return *s.worker_ended(*w);
+  bool not_started = false;
+  auto outcome = s.worker_ended(*w, &not_started);
+  if (outcome) return std::move(*outcome);
+  // The worker was found dead with the request unread: it goes through the queue, to a live
+  // worker or this one's replacement (accepted even if close() came meanwhile: the call did not).
+  auto sink = std::make_shared<blocking_sink>();
+  try {
+    submit({std::move(request), sink, 0, timeout, true});
+  } catch (const std::logic_error&) {
+    pool_outcome o;  // terminate() or join() came in between
+    o.what = pool_outcome::kind::terminated;
+    return o;
+  }
+  return sink->wait();
 }
 
 void pool_core::close() {
