@@ -11,14 +11,11 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 
 #include <coproc/wait.hpp>
 
 #include "async/io_thread.hpp"
-#include "core/demangle.hpp"
+#include "remote_exception.hpp"
 
 namespace coproc {
 
@@ -43,17 +40,9 @@ void send_result(connection& out, std::span<const std::byte> json) {
 }
 
 void send_current_exception(connection& out) {
-  std::string type = current_exception_type(), what;
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
-    what = "(not a std::exception)";
-  }
-  const std::string text = "e" + boost::json::serialize(boost::json::object{
-                                     {"type", type}, {"message", what}});
-  out.send_bytes(as_bytes(text));
+  bytes text = current_exception_text();
+  text.insert(text.begin(), std::byte{'e'});
+  out.send_bytes(text);
 }
 
 void apply_in_child(connection out, std::string key, std::string arguments) {
@@ -122,15 +111,8 @@ struct apply_state::impl : std::enable_shared_from_this<impl> {
       known = kind::value;
     } else {
       known = kind::remote;
-      type = "unknown";
-      try {
-        const auto json = boost::json::parse(std::string_view(
-            reinterpret_cast<const char*>(m.data()) + 1, m.empty() ? 0 : m.size() - 1));
-        type = std::string(json.at("type").as_string());
-        message = std::string(json.at("message").as_string());
-      } catch (const std::exception&) {
-        message = "malformed outcome from the child";
-      }
+      read_exception_text(std::span<const std::byte>(m).subspan(m.empty() ? 0 : 1), type, message,
+                          "malformed outcome from the child");
     }
     return false;
   }

@@ -452,8 +452,7 @@ class pool {
     static_assert(((detail::sendable_arg_v<std::decay_t<A>> &&
                     !detail::handed_type<std::decay_t<A>>) && ...),
                   "coproc::pool: a task's arguments travel as typed messages (JSON)");
-    core_->check_running();
-    bytes request;
+    bytes request;  // call() and submit() check that the pool runs
     core_->begin_request(request, false, function_of(f));
     detail::append_arguments(request, args...);
     return request;

@@ -33,6 +33,7 @@
 #include "core/fd.hpp"
 #include "pool/wire.hpp"
 #include "pool/worker.hpp"
+#include "remote_exception.hpp"
 #include "start/fork_policy.hpp"
 
 namespace coproc::detail {
@@ -420,16 +421,7 @@ struct pool_core::impl {
   }
 
   static void read_exception(std::span<const std::byte> body, pool_outcome& o) {
-    o.type = "unknown";
-    try {
-      const json::document doc(body, typeid(void));
-      const auto* t = json::find_member(doc.root(), "type");
-      const auto* m = json::find_member(doc.root(), "message");
-      if (t && t->type == json::kind::string) o.type = std::string(t->str());
-      if (m && m->type == json::kind::string) o.message = std::string(m->str());
-    } catch (const std::exception&) {
-      o.message = "a malformed reply from the worker";
-    }
+    read_exception_text(body, o.type, o.message, "a malformed reply from the worker");
   }
 
   // Under the lock: the initializer threw; every queued request fails with it (returned).

@@ -6,15 +6,12 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
-
 #include <coproc/apply_async.hpp>
 #include <coproc/detail/pool_core.hpp>
 #include <coproc/detail/registered.hpp>
 
-#include "core/demangle.hpp"
 #include "pool/wire.hpp"
+#include "remote_exception.hpp"
 
 namespace coproc::detail {
 
@@ -22,20 +19,6 @@ namespace {
 
 std::uint64_t micros(const timeval& t) {
   return static_cast<std::uint64_t>(t.tv_sec) * 1'000'000u + static_cast<std::uint64_t>(t.tv_usec);
-}
-
-bytes exception_body() {
-  std::string type = current_exception_type(), what;
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
-    what = "(not a std::exception)";
-  }
-  const std::string text =
-      boost::json::serialize(boost::json::object{{"type", type}, {"message", what}});
-  return as_bytes(text);
 }
 
 void put64(std::byte* p, std::uint64_t v) { std::memcpy(p, &v, sizeof v); }
@@ -83,7 +66,7 @@ void serve_pool(connection& channel, const std::function<void()>* init, std::str
     }
   } catch (...) {
     if (exception_ends_child()) throw;
-    const bytes body = exception_body();
+    const bytes body = current_exception_text();
     try {
       pool_wire::send(fd, reply_head('i', before), body);
     } catch (const std::system_error&) {
@@ -132,7 +115,7 @@ void serve_pool(connection& channel, const std::function<void()>* init, std::str
     } catch (...) {
       if (exception_ends_child()) throw;
       kind = 'e';
-      body = exception_body();
+      body = current_exception_text();
     }
     try {
       pool_wire::send(fd, reply_head(kind, before), body);
