@@ -7,32 +7,15 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "run_program.hpp"
+
 #ifndef COPROC_POOL_TOUR
 #error "COPROC_POOL_TOUR must name the example program (test/examples/meson.build)"
 #endif
 
-namespace {
-
-struct run_result {
-  int status = -1;
-  std::string output;
-};
-
-run_result run(const std::string& command) {
-  run_result r;
-  FILE* f = ::popen((command + " 2>&1").c_str(), "r");
-  BOOST_REQUIRE(f != nullptr);
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) r.output.append(buf, n);
-  r.status = ::pclose(f);
-  return r;
-}
-
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-}  // namespace
+using example_test::has;
+using example_test::run;
+using example_test::run_result;
 
 BOOST_AUTO_TEST_CASE(the_tour_runs_under_every_start_method) {
   for (const char* method : {"fork", "spawn", "forkserver"}) {

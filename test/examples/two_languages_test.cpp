@@ -9,32 +9,15 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "run_program.hpp"
+
 #ifndef COPROC_TWO_LANGUAGES
 #error "COPROC_TWO_LANGUAGES must name the example program (test/examples/meson.build)"
 #endif
 
-namespace {
-
-struct run_result {
-  int status = -1;
-  std::string output;
-};
-
-run_result run(const std::string& command) {
-  run_result r;
-  FILE* f = ::popen((command + " 2>&1").c_str(), "r");
-  BOOST_REQUIRE(f != nullptr);
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) r.output.append(buf, n);
-  r.status = ::pclose(f);
-  return r;
-}
-
-bool has(const std::string& text, const std::string& line) {
-  return text.find(line) != std::string::npos;
-}
-
-}  // namespace
+using example_test::has;
+using example_test::run;
+using example_test::run_result;
 
 BOOST_AUTO_TEST_CASE(a_python_worker_answers_and_a_wrong_key_is_refused_on_both_sides) {
   const run_result r = run(std::string("timeout 120 ") + COPROC_TWO_LANGUAGES);
